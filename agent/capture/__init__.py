@@ -1,0 +1,1 @@
+"""capture stage of the pipeline (see shared STYLE.md)."""

@@ -1,0 +1,181 @@
+"""Recorded captures -> batches of frames (the entry of `replay`).
+
+**capture** -> decode. Reads classic pcap (µs and ns, either byte order) and
+pcapng (several interfaces, if_tsresol/if_tsoffset), gzip-compressed or not,
+in fixed-size chunks so memory does not grow with the file. A frame is the
+tuple `(timestamp, linktype, bytes)`; frames come in lists to keep the
+per-frame cost down. Several files are merged in timestamp order.
+"""
+from __future__ import annotations
+
+import gzip
+import heapq
+import struct
+import zlib
+from itertools import islice
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+CHUNK = 1 << 22
+BATCH = 4096
+MAX_RECORD = 1 << 18  # tcpdump's largest snaplen; a bigger record means a corrupt file
+
+PCAP_MAGIC = {  # magic as read little-endian -> (byte order, fraction scale)
+    0xA1B2C3D4: ("<", 1e-6), 0xD4C3B2A1: (">", 1e-6),
+    0xA1B23C4D: ("<", 1e-9), 0x4D3CB2A1: (">", 1e-9),
+}
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_BYTE_ORDER = 0x1A2B3C4D
+IDB, PB, SPB, EPB = 1, 2, 3, 6
+IF_TSRESOL, IF_TSOFFSET = 9, 14
+
+Frame = tuple[float, int, bytes]
+
+
+class PcapError(ValueError):
+    """A capture file that cannot be read; the message names the file and the problem."""
+
+
+def read_frames(paths: Iterable[str | Path]) -> Iterator[list[Frame]]:
+    """Batches of frames from all files, merged in timestamp order."""
+    sources = [_frames_of(Path(p)) for p in paths]
+    if len(sources) == 1:
+        yield from sources[0]
+        return
+    merged = heapq.merge(*((f for batch in s for f in batch) for s in sources), key=lambda f: f[0])
+    while batch := list(islice(merged, BATCH)):
+        yield batch
+
+
+def _frames_of(path: Path) -> Iterator[list[Frame]]:
+    try:
+        raw = path.open("rb")
+    except OSError as e:
+        raise PcapError(f"{path}: cannot open: {e.strerror}") from e
+    with raw:
+        head = raw.read(2)
+        raw.seek(0)
+        stream: BinaryIO = gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
+        try:
+            magic_bytes = stream.read(4)
+            if len(magic_bytes) < 4:
+                raise PcapError(f"{path}: not a capture file (empty or shorter than a header)")
+            magic = struct.unpack("<I", magic_bytes)[0]
+            if magic in PCAP_MAGIC:
+                yield from _pcap(stream, path, magic_bytes)
+            elif magic == PCAPNG_SHB:
+                yield from _pcapng(stream, path, magic_bytes)
+            else:
+                raise PcapError(f"{path}: not a pcap or pcapng file (magic 0x{magic:08x})")
+        except (OSError, EOFError, zlib.error) as e:
+            raise PcapError(f"{path}: cannot read: {e}") from e
+
+
+def _chunks(stream: BinaryIO, first: bytes) -> Iterator[tuple[bytes, bool]]:
+    """(bytes, at_eof) pieces of the stream, starting with the bytes already read."""
+    pending = first
+    while True:
+        chunk = stream.read(CHUNK)
+        if not chunk:
+            yield pending, True
+            return
+        yield pending + chunk if pending else chunk, False
+        pending = b""
+
+
+def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Frame]]:
+    header = magic_bytes + stream.read(20)
+    if len(header) < 24:
+        raise PcapError(f"{path}: truncated pcap header")
+    order, scale = PCAP_MAGIC[struct.unpack("<I", magic_bytes)[0]]
+    linktype = struct.unpack_from(order + "I", header, 20)[0] & 0x0FFFFFFF
+    record = struct.Struct(order + "IIII").unpack_from
+    rest = b""
+    for chunk, eof in _chunks(stream, b""):
+        buf = rest + chunk if rest else chunk
+        pos, n, batch = 0, len(buf), []
+        append = batch.append
+        while pos + 16 <= n:
+            sec, frac, incl, _orig = record(buf, pos)
+            end = pos + 16 + incl
+            if end > n:
+                if incl > MAX_RECORD:
+                    raise PcapError(f"{path}: corrupt record at byte {pos} (length {incl})")
+                break
+            append((sec + frac * scale, linktype, buf[pos + 16:end]))
+            pos = end
+        if batch:
+            yield batch
+        rest = buf[pos:]
+        if eof:
+            if rest:
+                raise PcapError(f"{path}: truncated: the last record is cut short ({len(rest)} bytes left)")
+            return
+
+
+def _pcapng(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Frame]]:
+    order = "<"
+    interfaces: list[tuple[int, float, float]] = []  # (linktype, ts unit, offset)
+    rest = magic_bytes
+    for chunk, eof in _chunks(stream, b""):
+        buf = rest + chunk if rest else chunk
+        pos, n, batch = 0, len(buf), []
+        while pos + 12 <= n:
+            btype = struct.unpack_from(order + "I", buf, pos)[0]
+            if btype == PCAPNG_SHB:  # a section may switch byte order
+                bom = buf[pos + 8:pos + 12]
+                if len(bom) < 4:
+                    break
+                order = "<" if struct.unpack("<I", bom)[0] == PCAPNG_BYTE_ORDER else ">"
+                if struct.unpack(order + "I", bom)[0] != PCAPNG_BYTE_ORDER:
+                    raise PcapError(f"{path}: corrupt pcapng section header at byte {pos}")
+                interfaces = []
+            blen = struct.unpack_from(order + "I", buf, pos + 4)[0]
+            if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
+                raise PcapError(f"{path}: corrupt pcapng block at byte {pos} (length {blen})")
+            if pos + blen > n:
+                break
+            body = buf[pos + 8:pos + blen - 4]
+            if btype in (EPB, PB):
+                batch.append(_packet_block(body, order, interfaces, path, btype))
+            elif btype == SPB and interfaces:
+                caplen = min(struct.unpack_from(order + "I", body)[0], len(body) - 4)
+                batch.append((0.0, interfaces[0][0], body[4:4 + caplen]))
+            elif btype == IDB:
+                interfaces.append(_interface(body, order))
+            pos += blen
+        if batch:
+            yield batch
+        rest = buf[pos:]
+        if eof:
+            if rest:
+                raise PcapError(f"{path}: truncated: the last block is cut short ({len(rest)} bytes left)")
+            return
+
+
+def _packet_block(body: bytes, order: str, interfaces: list, path: Path, btype: int) -> Frame:
+    if btype == EPB:
+        iface, hi, lo, caplen = struct.unpack_from(order + "IIII", body)
+    else:  # obsolete Packet Block: 16-bit interface id and drops count
+        iface, _drops, hi, lo, caplen = struct.unpack_from(order + "HHIII", body)
+    if iface >= len(interfaces):
+        raise PcapError(f"{path}: packet for undeclared interface {iface}")
+    linktype, unit, offset = interfaces[iface]
+    return (((hi << 32) | lo) * unit + offset, linktype, body[20:20 + caplen])
+
+
+def _interface(body: bytes, order: str) -> tuple[int, float, float]:
+    linktype = struct.unpack_from(order + "H", body)[0]
+    unit, offset, pos = 1e-6, 0.0, 8
+    while pos + 4 <= len(body):
+        code, olen = struct.unpack_from(order + "HH", body, pos)
+        if code == 0:
+            break
+        value = body[pos + 4:pos + 4 + olen]
+        if code == IF_TSRESOL and value:
+            r = value[0]
+            unit = 2.0 ** -(r & 0x7F) if r & 0x80 else 10.0 ** -r
+        elif code == IF_TSOFFSET and olen == 8:
+            offset = float(struct.unpack(order + "q", value)[0])
+        pos += 4 + (olen + 3) // 4 * 4
+    return linktype, unit, offset

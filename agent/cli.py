@@ -1,0 +1,171 @@
+"""`flowwarden` command line: argparse -> pipeline. No logic of its own.
+
+Every user error (missing or corrupt file, bad cluster state, bad config or
+policy) ends as one line on stderr naming the file and the problem, exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from prometheus_client import CollectorRegistry
+
+from agent.capture.pcap import PcapError, read_frames
+from agent.config import ConfigError, load_config
+from agent.evaluate import evaluate_lines, load_policy_files
+from agent.inventory.objects import ObjectError
+from agent.inventory.snapshot import ClusterFileError, load_cluster
+from agent.judges.netpol import NetpolEngine, PolicyError, validate_policy
+from agent.pipeline import Pipeline
+from agent.sinks.events import EventSink, FlowRecordSink
+from agent.sinks.metrics import MetricsSink
+from agent.sinks.summary import Progress, summary_lines
+
+USER_ERRORS = (PcapError, ClusterFileError, ConfigError, PolicyError, ObjectError, ValueError, OSError)
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Bad input named in one line; exit 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="flowwarden: %(message)s", stream=sys.stderr)
+    try:
+        return args.command(args)
+    except UserError as e:
+        print(f"flowwarden: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowwarden", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    r = sub.add_parser("replay", help="judge recorded captures against a cluster state")
+    r.add_argument("pcaps", nargs="+", metavar="PCAP")
+    _cluster_args(r)
+    r.add_argument("--config", help="settings YAML (the DaemonSet's ConfigMap)")
+    r.add_argument("--events", help="write events here (default: stdout)")
+    r.add_argument("--metrics", help="write Prometheus metrics (text format) here")
+    r.add_argument("--flows", help="write every flow as a JSON line here")
+    r.add_argument("--with-policies", nargs="+", default=[], metavar="PATH",
+                   help="candidate NetworkPolicies (files or folders): report what they would change")
+    r.set_defaults(command=cmd_replay)
+
+    e = sub.add_parser("evaluate", help="judge flows given as JSON Lines")
+    _cluster_args(e)
+    e.add_argument("--flows", default="-", help="JSON Lines of flows (default: stdin)")
+    e.add_argument("--with-policies", nargs="+", default=[], metavar="PATH")
+    e.add_argument("--explain", action="store_true", help="readable text instead of JSON")
+    e.set_defaults(command=cmd_evaluate)
+    return p
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--cluster", help="cluster state file (kubectl get ... -o json, or flowwarden snapshot)")
+    g.add_argument("--kubeconfig", help="use the live cluster through this kubeconfig")
+    p.add_argument("--context", help="kubeconfig context")
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except USER_ERRORS as e:
+        raise UserError(_one_line(e)) from e
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename:
+        return f"{e.filename}: {e.strerror}"
+    return " ".join(str(e).split())
+
+
+def _load_view(args: argparse.Namespace):
+    with _user_errors():
+        if args.cluster:
+            store = load_cluster(args.cluster)
+            where = args.cluster
+        else:
+            from agent.inventory.live import live_store  # the API client is only loaded when used
+            store = live_store(args.kubeconfig, args.context)
+            where = args.kubeconfig
+        for ns in sorted({p.namespace for p in store.objects["NetworkPolicy"].values()}):
+            for policy in store.policies(ns):
+                try:
+                    validate_policy(policy)
+                except PolicyError as e:
+                    raise PolicyError(f"{where}: {e}") from e
+    return store
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[BinaryIO]:
+    if path is None or path == "-":
+        yield sys.stdout.buffer
+        return
+    with open(path, "wb") as f:
+        yield f
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    with _user_errors():
+        config = load_config(args.config)
+        for path in args.pcaps:
+            if not Path(path).is_file():
+                raise PcapError(f"{path}: no such file")
+    view = _load_view(args)
+    with _user_errors():
+        candidates = load_policy_files(args.with_policies) if args.with_policies else []
+    registry = CollectorRegistry()
+    with _user_errors(), _output(args.events) as events_out, \
+            (_output(args.flows) if args.flows else contextlib.nullcontext()) as flows_out:
+        pipeline = Pipeline(view=view, config=config, events=EventSink(events_out),
+                            flow_records=FlowRecordSink(flows_out) if flows_out else None,
+                            candidates=candidates)
+        pipeline.metrics = MetricsSink(registry, pipeline.stats())
+        progress = Progress(sys.stderr, total_bytes=sum(os.path.getsize(p) for p in args.pcaps))
+        started = time.perf_counter()
+        failure = None
+        try:
+            for frames in read_frames(args.pcaps):
+                pipeline.feed(frames)
+                progress.advance(frames)
+        except PcapError as e:  # judge what was read, then report the damage
+            failure = e
+        pipeline.finish()
+        elapsed = time.perf_counter() - started
+        progress.done()
+        if args.metrics:
+            pipeline.metrics.write(args.metrics)
+        for line in summary_lines(pipeline, elapsed=elapsed):
+            print(line, file=sys.stderr)
+        if failure is not None:
+            raise failure
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    view = _load_view(args)
+    with _user_errors():
+        candidates = load_policy_files(args.with_policies) if args.with_policies else []
+        engine = NetpolEngine(view, extra_policies=candidates)
+        source = sys.stdin.buffer if args.flows == "-" else open(args.flows, "rb")
+        with source:
+            evaluate_lines(engine, view, source, sys.stdout.buffer, explain=args.explain, at=time.time())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Settings of every stage, read from `--config FILE` (YAML, mounted from a ConfigMap).
+
+Validated at start-up: an unknown key, a wrong type or a bad value fails with one
+line naming the file and the field. TLS rules are kept as written here and
+compiled (and checked) by the TLS judge.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and field."""
+
+
+@dataclass
+class FlowConfig:
+    tcp_timeout: float = 300.0
+    """Seconds without packets after which a TCP flow ends."""
+    udp_timeout: float = 60.0
+    """Seconds without packets after which a UDP or SCTP flow ends."""
+    closed_linger: float = 5.0
+    """Seconds a TCP flow is kept after FIN/RST, for the last ACKs."""
+    max_flows: int = 1_000_000
+    """Flows held at once; past it the oldest flow ends early (counted as an eviction)."""
+
+
+@dataclass
+class EventConfig:
+    window: float = 60.0
+    """Seconds over which repeated violations of one group become one event (live agent)."""
+
+
+@dataclass
+class InventoryConfig:
+    grace: float = 120.0
+    """Seconds a deleted pod keeps its IPs for late packets."""
+
+
+@dataclass
+class CaptureConfig:
+    interfaces: list[str] = field(default_factory=list)
+    """Interface names or globs; empty = discover pod veths, CNI bridges and overlays."""
+    udp_packets_per_flow: int = 4
+    """UDP packets per flow that the kernel filter lets through (live capture)."""
+    queue_size: int = 65536
+    """Frames held between capture and the pipeline; past it frames drop and are counted."""
+
+
+@dataclass
+class TlsConfig:
+    rules: list[Mapping[str, Any]] = field(default_factory=list)
+    """TLS expectations: [{namespaceSelector, podSelector, ipBlock, ports, minVersion}]."""
+
+
+@dataclass
+class Config:
+    flows: FlowConfig = field(default_factory=FlowConfig)
+    events: EventConfig = field(default_factory=EventConfig)
+    inventory: InventoryConfig = field(default_factory=InventoryConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    judges: list[str] = field(default_factory=lambda: ["netpol", "tls"])
+    """Judges to run, by name."""
+    source: str = "defaults"
+
+
+def load_config(path: str | Path | None) -> Config:
+    if path is None:
+        return Config()
+    source = str(path)
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: invalid YAML: {e}".replace("\n", " ")) from e
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    config = _build(Config, doc, source=source, where="")
+    config.source = source
+    return config
+
+
+def _build(cls: type, doc: Mapping, *, source: str, where: str) -> Any:
+    known = {f.name: f for f in fields(cls) if f.name != "source"}
+    values = {}
+    for key, value in doc.items():
+        name = f"{where}{key}"
+        if key not in known:
+            raise ConfigError(f"{source}: {name}: unknown setting (known: {', '.join(known)})")
+        default = getattr(cls(), key)
+        if hasattr(default, "__dataclass_fields__"):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: {name}: expected a mapping")
+            values[key] = _build(type(default), value, source=source, where=name + ".")
+        else:
+            values[key] = _coerce(value, default, source=source, name=name)
+    return cls(**values)
+
+
+def _coerce(value: Any, default: Any, *, source: str, name: str) -> Any:
+    if isinstance(default, bool) or isinstance(default, list):
+        if type(value) is not type(default):
+            raise ConfigError(f"{source}: {name}: expected a {type(default).__name__}")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{source}: {name}: expected a non-negative number, got {value!r}")
+        return type(default)(value)
+    return value

@@ -1,0 +1,1 @@
+"""flows stage of the pipeline (see shared STYLE.md)."""

@@ -1,0 +1,210 @@
+"""Frames -> flows: the bidirectional flow table (decode -> **flows** -> inventory).
+
+Every frame of a batch is decoded and folded into its flow here, in one loop:
+this is the per-packet path, so it touches only tuples, dict entries and slots
+attributes. Each flow is stored under both directions' keys, so one dict lookup
+finds it and tells the direction. A flow ends on idle timeout, a short linger
+after FIN/RST, a new SYN on a closed key, table pressure (oldest first), or the
+end of the run; `on_end(flow, classification)` then receives it, once.
+"""
+from __future__ import annotations
+
+import socket
+from typing import Callable
+
+from agent.decode.app import classify
+from agent.decode.errors import DecodeError, Skip
+from agent.decode.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, decode_frame
+from agent.flows.reassembly import StreamStart
+from agent.model import PROTOCOLS, Flow
+
+_SYN_ONLY = TCP_SYN
+_SYN_ACK = TCP_SYN | TCP_ACK
+_FIN_RST = TCP_FIN | TCP_RST
+SCTP_ABORT = 6  # chunk type (RFC 9260)
+
+
+class FlowSettings:
+    """Timeouts (seconds of capture time) and limits of the table."""
+    __slots__ = ("tcp_timeout", "udp_timeout", "closed_linger", "max_flows", "classify_bytes")
+
+    def __init__(self, *, tcp_timeout: float = 300.0, udp_timeout: float = 60.0,
+                 closed_linger: float = 5.0, max_flows: int = 1_000_000, classify_bytes: int = 16384):
+        self.tcp_timeout, self.udp_timeout, self.closed_linger = tcp_timeout, udp_timeout, closed_linger
+        self.max_flows, self.classify_bytes = max_flows, classify_bytes
+
+
+class Track:
+    """Per-flow state that only matters until the flow is classified or closed."""
+    __slots__ = ("client", "server", "result", "fins")
+
+    def __init__(self, client: StreamStart | None, server: StreamStart | None):
+        self.client, self.server, self.result, self.fins = client, server, None, 0
+
+
+def _port_rank(port: int) -> int:
+    """How server-like a port is: well-known < registered < ephemeral (RFC 6335 ranges)."""
+    return 0 if port < 1024 else 1 if port < 32768 else 2
+
+
+def _sender_is_server(sport: int, dport: int) -> bool:
+    """For a flow whose start was not seen: is this packet's sender the server?"""
+    return (_port_rank(sport), sport) < (_port_rank(dport), dport)
+
+
+class FlowTable:
+    def __init__(self, *, on_end: Callable[[Flow, object], None], settings: FlowSettings | None = None):
+        self.on_end = on_end
+        self.settings = settings or FlowSettings()
+        self.flows: dict[tuple, tuple] = {}  # key -> (flow, forward, track, other key)
+        self.packets = 0
+        self.dropped: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+        self.flows_started = 0
+        self.evicted = 0
+        self.now = 0.0
+        self._next_sweep = 0.0
+        self._since_sweep = 0
+        self._ip_cache: dict[bytes, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.flows) // 2
+
+    # --- the per-packet path -----------------------------------------------------
+    def ingest(self, frames: list) -> None:
+        flows, dropped, skipped = self.flows, self.dropped, self.skipped
+        for ts, linktype, frame in frames:
+            try:
+                proto, src, dst, sport, dport, flags, seq, start, end, size = decode_frame(linktype, frame)
+            except DecodeError as e:
+                dropped[e.reason] = dropped.get(e.reason, 0) + 1
+                continue
+            except Skip as e:
+                skipped[e.reason] = skipped.get(e.reason, 0) + 1
+                continue
+            entry = flows.get((src, dst, sport, dport, proto))
+            if entry is None or (flags & _SYN_ACK == _SYN_ONLY and proto == 6 and entry[0].closed):
+                if entry is not None:
+                    self._end(entry)
+                entry = self._start(ts, proto, src, dst, sport, dport, flags, seq)
+            flow, forward, track = entry[0], entry[1], entry[2]
+            flow.last_seen = ts
+            if forward:
+                flow.packets_src += 1
+                flow.bytes_src += size
+            else:
+                flow.packets_dst += 1
+                flow.bytes_dst += size
+                if not flow.established and not flags & TCP_RST and (proto != 132 or flags != SCTP_ABORT):
+                    flow.established = True
+            if proto == 6:
+                if flags & _FIN_RST:
+                    self._close(flow, track, flags)
+                if track is not None and track.result is None:
+                    if end > start:
+                        self._payload(flow, track, forward, seq, frame[start:end])
+                    elif flags & _SYN_ACK == _SYN_ACK and not forward and track.server is None:
+                        track.server = StreamStart(seq, self.settings.classify_bytes)
+        self.packets += len(frames)
+        self._since_sweep += len(frames)
+        if frames:
+            self.now = frames[-1][0]
+            # Sweep at most once a second of capture time, and only after as many packets
+            # as a quarter of the table, so a sweep costs O(1) per packet.
+            if self.now >= self._next_sweep and self._since_sweep >= len(self.flows) // 8:
+                self.sweep(self.now)
+
+    def _start(self, ts: float, proto: int, src: bytes, dst: bytes, sport: int, dport: int, flags: int, seq: int):
+        """A new flow: decide who initiated it and whether its start was seen."""
+        forward, mid_stream, established = True, False, False
+        if proto == 6:
+            if flags & _SYN_ACK == _SYN_ACK:  # the SYN was missed but the handshake was not
+                forward, established = False, True
+            elif not flags & TCP_SYN:
+                mid_stream = True
+                forward = not _sender_is_server(sport, dport)
+        if forward:
+            key, rkey = (src, dst, sport, dport, proto), (dst, src, dport, sport, proto)
+            flow = Flow(PROTOCOLS.get(proto, str(proto)), self._ip(src), sport, self._ip(dst), dport, ts, ts)
+        else:
+            rkey, key = (src, dst, sport, dport, proto), (dst, src, dport, sport, proto)
+            flow = Flow(PROTOCOLS.get(proto, str(proto)), self._ip(dst), dport, self._ip(src), sport, ts, ts)
+        flow.mid_stream, flow.established = mid_stream, established
+        track = None
+        if proto == 6:  # mid-stream flows are tracked too, but only a TLS handshake will count
+            cap = self.settings.classify_bytes
+            track = (Track(StreamStart(None, cap), None) if mid_stream else
+                     Track(StreamStart(seq, cap), None) if forward else
+                     Track(StreamStart(None, cap), StreamStart(seq, cap)))
+        entry_fwd, entry_rev = (flow, True, track, rkey), (flow, False, track, key)
+        self.flows[key], self.flows[rkey] = entry_fwd, entry_rev
+        self.flows_started += 1
+        if len(self.flows) > 2 * self.settings.max_flows:
+            self._end(self.flows[next(iter(self.flows))])  # oldest first
+            self.evicted += 1
+        return entry_fwd if forward else entry_rev
+
+    def _payload(self, flow: Flow, track: Track, forward: bool, seq: int, payload: bytes) -> None:
+        if forward:
+            stream = track.client
+        else:
+            if track.server is None:  # the SYN-ACK was not seen: the first segment starts it
+                track.server = StreamStart(None, self.settings.classify_bytes)
+            stream = track.server
+        stream.add(seq, payload)
+        result = classify(track.client.data, track.server.data if track.server else b"", dst_port=flow.dst_port)
+        if result.complete or stream.full:
+            track.result = result
+            track.client = track.server = None  # free the buffers
+
+    def _close(self, flow: Flow, track: Track | None, flags: int) -> None:
+        if flags & TCP_RST:
+            flow.closed = True
+        elif track is not None:
+            track.fins += 1
+            flow.closed = track.fins >= 2
+        else:
+            flow.closed = True  # mid-stream: one FIN is as much as we will learn
+
+    # --- ending flows ----------------------------------------------------------
+    def _end(self, entry: tuple) -> None:
+        flow, _forward, track, other = entry
+        self.flows.pop(other, None)
+        self.flows.pop(_other_key(other), None)
+        result = None
+        if track is not None:
+            result = track.result
+            if result is None and track.client is not None:
+                result = classify(track.client.data, track.server.data if track.server else b"",
+                                  dst_port=flow.dst_port)
+        self.on_end(flow, result)
+
+    def sweep(self, now: float) -> int:
+        """End idle and closed flows; amortised so the sweep costs O(1) per packet."""
+        s = self.settings
+        ended = [e for k, e in self.flows.items() if e[1] and (
+            now - e[0].last_seen >= (s.closed_linger if e[0].closed else
+                                     s.tcp_timeout if e[0].protocol == "TCP" else s.udp_timeout))]
+        for entry in ended:
+            self._end(entry)
+        self._next_sweep = now + max(1.0, min(s.closed_linger, s.udp_timeout))
+        self._since_sweep = 0
+        return len(ended)
+
+    def flush(self) -> None:
+        """End every flow (end of a replay, or shutdown)."""
+        for entry in [e for e in self.flows.values() if e[1]]:
+            self._end(entry)
+
+    def _ip(self, raw: bytes) -> str:
+        text = self._ip_cache.get(raw)
+        if text is None:
+            text = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+            if len(self._ip_cache) < 65536:
+                self._ip_cache[raw] = text
+        return text
+
+
+def _other_key(key: tuple) -> tuple:
+    src, dst, sport, dport, proto = key
+    return (dst, src, dport, sport, proto)

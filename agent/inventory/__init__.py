@@ -1,0 +1,1 @@
+"""inventory stage of the pipeline (see shared STYLE.md)."""

@@ -1,0 +1,194 @@
+"""Plain data passed between pipeline stages, and every contract string.
+
+capture -> decode -> flows -> inventory -> judges -> sinks: each stage hands the
+next one of the classes below. Strings that users' dashboards, alerts and
+scripts rely on (verdicts, finding kinds, endpoint kinds, ...) are defined here
+once. This module imports nothing from `agent`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Protocol, Sequence
+
+# Verdicts of a flow.
+ALLOW = "allow"
+DENY = "deny"
+UNKNOWN = "unknown"
+
+# Finding (event) kinds.
+POLICY_VIOLATION = "policy-violation"
+PLAINTEXT = "plaintext"
+TLS_VERSION = "tls-version"
+POLICY_CHANGE = "policy-change"
+
+# Severities.
+CRITICAL = "critical"
+WARNING = "warning"
+INFO = "info"
+
+# Endpoint kinds.
+POD = "pod"
+NODE = "node"
+SERVICE = "service"
+EXTERNAL = "external"
+
+# Attribution of an address.
+UNIQUE = "unique"
+AMBIGUOUS = "ambiguous"
+
+# Transport protocols, by IP protocol number.
+TCP, UDP, SCTP, ICMP, ICMPV6 = "TCP", "UDP", "SCTP", "ICMP", "ICMPv6"
+PROTOCOLS = {6: TCP, 17: UDP, 132: SCTP, 1: ICMP, 58: ICMPV6}
+JUDGED_PROTOCOLS = frozenset((TCP, UDP, SCTP))
+
+# Pod phases whose pod no longer owns its IP.
+TERMINAL_PHASES = frozenset(("Succeeded", "Failed"))
+
+# Annotations flowwarden reads.
+REQUIRE_TLS_ANNOTATION = "flowwarden.io/require-tls"
+TLS_MIN_VERSION_ANNOTATION = "flowwarden.io/tls-min-version"
+
+
+# --- cluster objects (what the inventory keeps; only what judges need) ---------
+
+@dataclass(slots=True, frozen=True)
+class ContainerPort:
+    port: int
+    protocol: str = TCP
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class Pod:
+    namespace: str
+    name: str
+    uid: str
+    labels: Mapping[str, str]
+    ips: tuple[str, ...]
+    node: str | None = None
+    phase: str = "Running"
+    host_network: bool = False
+    ports: tuple[ContainerPort, ...] = ()
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    workload: str | None = None  # "Deployment/web", resolved from ownerReferences
+    created: float | None = None  # creationTimestamp, epoch seconds
+    deleted: float | None = None  # when the pod stopped owning its IPs
+
+
+@dataclass(slots=True)
+class Namespace:
+    name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Service:
+    namespace: str
+    name: str
+    uid: str
+    cluster_ips: tuple[str, ...]
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class EndpointSlice:
+    namespace: str
+    name: str
+    service: str | None
+    addresses: tuple[str, ...]
+    pod_uids: tuple[str, ...] = ()  # targetRef uids of Pod endpoints
+
+
+@dataclass(slots=True)
+class Node:
+    name: str
+    internal_ips: tuple[str, ...]
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class NetworkPolicy:
+    namespace: str
+    name: str
+    spec: Mapping  # networking.k8s.io/v1 spec as the API returns it (camelCase)
+    uid: str = ""
+
+
+# --- what judges and sinks see --------------------------------------------------
+
+@dataclass(slots=True, frozen=True)
+class Endpoint:
+    """One end of a flow, attributed to its owner at the flow's time."""
+    ip: str
+    kind: str = EXTERNAL
+    namespace: str | None = None
+    pod: str | None = None
+    uid: str | None = None
+    node: str | None = None
+    service: str | None = None
+    workload: str | None = None
+    attribution: str = UNIQUE
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    ports: tuple[ContainerPort, ...] = field(default=(), compare=False, hash=False)
+    annotations: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # Service ClusterIPs: the backend pods; ambiguous addresses: the claimants.
+    candidates: tuple["Endpoint", ...] = field(default=(), compare=False, hash=False)
+
+
+@dataclass(slots=True)
+class Flow:
+    """A bidirectional conversation; src is the initiator.
+
+    Updated in place by the flow table for every packet, then handed to the
+    judges once. `client_bytes`/`server_bytes` are the first payload bytes of
+    each direction, kept only for classification: never exported.
+    """
+    protocol: str
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
+    first_seen: float
+    last_seen: float
+    packets_src: int = 0
+    bytes_src: int = 0
+    packets_dst: int = 0
+    bytes_dst: int = 0
+    established: bool = False
+    mid_stream: bool = False  # start not captured: direction inferred from ports
+    closed: bool = False  # FIN/RST seen
+    client_bytes: bytes = b""
+    server_bytes: bytes = b""
+    app: str | None = None
+    tls: dict | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Finding:
+    kind: str
+    severity: str
+    policies: tuple[str, ...] = ()  # "namespace/name" that decided it
+    reasons: tuple[str, ...] = ()
+    requirement: str | None = None  # which annotation or rule was broken
+    detail: Mapping | None = None  # kind-specific extra fields (e.g. before/after)
+
+
+class ClusterView(Protocol):
+    """The narrow, read-only view of the cluster that judges get (never the API client)."""
+
+    @property
+    def synced(self) -> bool:
+        """True once every resource had its first full list: no deny before that."""
+
+    def endpoint(self, ip: str, at: float) -> Endpoint:
+        """Who owned `ip` at time `at` (epoch seconds); kind external when nobody."""
+
+    def namespace(self, name: str) -> Namespace | None: ...
+
+    def namespaces(self) -> Iterable[Namespace]: ...
+
+    def policies(self, namespace: str) -> Sequence[NetworkPolicy]: ...
+
+    def services_for_pod(self, uid: str) -> Sequence[Service]:
+        """Services whose EndpointSlices point at the pod (for require-tls on a Service)."""

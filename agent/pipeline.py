@@ -1,0 +1,133 @@
+"""Wiring: capture -> decode -> flows -> inventory -> judges -> sinks.
+
+The only module that knows the stage order. `replay` and the live agent build a
+`Pipeline` and feed it batches of frames; everything after the entry is one
+code path. A judge or sink exception is logged once per judge, counted, and the
+loop goes on; a bad packet never reaches here (the flow table counts it).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from agent.config import Config
+from agent.flows.table import FlowSettings, FlowTable
+from agent.judges import build_judges
+from agent.judges.netpol import NetpolEngine, NetpolJudge, policy_change
+from agent.judges.tls import tls_record
+from agent.model import (
+    ALLOW, DENY, JUDGED_PROTOCOLS, POLICY_VIOLATION, UNKNOWN, ClusterView, Endpoint, Finding, Flow,
+    NetworkPolicy,
+)
+from agent.sinks.events import EventSink, FlowRecordSink
+from agent.sinks.metrics import MetricsSink, PipelineStats
+
+log = logging.getLogger("flowwarden.pipeline")
+
+
+@dataclass
+class Totals:
+    """What the summary line reports."""
+    flows: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+    findings: dict[str, int] = field(default_factory=dict)
+    what_if: dict[str, int] = field(default_factory=dict)  # "allow->deny" -> flows
+
+
+class WhatIf:
+    """Judges each flow again with candidate policies on top; reports verdict changes."""
+
+    def __init__(self, view: ClusterView, candidates: Sequence[NetworkPolicy], before: NetpolEngine):
+        self.view, self.before = view, before
+        self.after = NetpolEngine(view, extra_policies=candidates)
+
+    def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> Finding | None:
+        if not self.view.synced or flow.protocol not in JUDGED_PROTOCOLS:
+            return None
+        return policy_change(self.before.decide_flow(src, dst, flow.dst_port, flow.protocol),
+                             self.after.decide_flow(src, dst, flow.dst_port, flow.protocol))
+
+
+class Pipeline:
+    def __init__(self, *, view: ClusterView, config: Config, events: EventSink | None = None,
+                 flow_records: FlowRecordSink | None = None, metrics: MetricsSink | None = None,
+                 candidates: Sequence[NetworkPolicy] = ()):
+        self.view, self.config = view, config
+        self.events, self.flow_records, self.metrics = events, flow_records, metrics
+        self.judges = build_judges(config, view)
+        self.what_if = None
+        if candidates:
+            netpol = next((j for j in self.judges if isinstance(j, NetpolJudge)), None)
+            self.what_if = WhatIf(view, candidates, netpol.engine if netpol else NetpolEngine(view))
+        f = config.flows
+        self.table = FlowTable(on_end=self.judge_flow, settings=FlowSettings(
+            tcp_timeout=f.tcp_timeout, udp_timeout=f.udp_timeout, closed_linger=f.closed_linger,
+            max_flows=f.max_flows))
+        self.dropped: dict[tuple[str, str], int] = {}
+        self.totals = Totals()
+        self._failed: set[str] = set()
+
+    def stats(self) -> PipelineStats:
+        t = self.table
+        return PipelineStats(
+            packets=lambda: t.packets, skipped=lambda: t.skipped, flows_active=lambda: len(t),
+            evicted=lambda: t.evicted,
+            dropped=lambda: {**{("decode", r): n for r, n in t.dropped.items()}, **self.dropped})
+
+    def feed(self, frames: list) -> None:
+        self.table.ingest(frames)
+
+    def count_drop(self, stage: str, reason: str, n: int = 1) -> None:
+        self.dropped[(stage, reason)] = self.dropped.get((stage, reason), 0) + n
+
+    def judge_flow(self, flow: Flow, classification) -> None:
+        """Called once per flow when it ends: enrich, judge, hand to the sinks."""
+        if classification is not None and (classification.tls or not flow.mid_stream):
+            # A flow whose start was missed may still show a handshake; never a plaintext verdict.
+            flow.app = classification.app
+            flow.tls = tls_record(classification)
+        elif flow.protocol == "TCP":
+            flow.app = UNKNOWN
+        src = self.view.endpoint(flow.src_ip, flow.first_seen)
+        dst = self.view.endpoint(flow.dst_ip, flow.first_seen)
+        findings: list[Finding] = []
+        for judge in self.judges:
+            try:
+                findings.extend(judge.judge(flow, src, dst))
+            except Exception:  # a judge bug must not stop the agent: log once, count, go on
+                self._judge_failed(judge.name)
+        verdict = (DENY if any(f.kind == POLICY_VIOLATION for f in findings)
+                   else ALLOW if self.view.synced else UNKNOWN)
+        t = self.totals
+        t.flows += 1
+        t.verdicts[verdict] = t.verdicts.get(verdict, 0) + 1
+        for f in findings:
+            t.findings[f.kind] = t.findings.get(f.kind, 0) + 1
+            if self.events is not None:
+                self.events.emit(f, flow, src, dst)
+        if self.what_if is not None:
+            change = self.what_if.judge(flow, src, dst)
+            if change is not None:
+                key = f"{change.detail['before']}->{change.detail['after']}"
+                t.what_if[key] = t.what_if.get(key, 0) + 1
+                if self.events is not None:
+                    self.events.emit(change, flow, src, dst)
+        if self.metrics is not None:
+            self.metrics.emit(flow, src, dst, verdict=verdict, findings=findings)
+        if self.flow_records is not None:
+            self.flow_records.emit(flow, src, dst, verdict=verdict, findings=findings)
+
+    def _judge_failed(self, name: str) -> None:
+        if name not in self._failed:
+            self._failed.add(name)
+            log.exception("judge %s failed; its later failures are only counted", name)
+        if self.metrics is not None:
+            self.metrics.judge_errors.labels(name).inc()
+
+    def finish(self) -> None:
+        """End every flow and flush every sink (end of replay, SIGTERM)."""
+        self.table.flush()
+        for sink in (self.events, self.flow_records):
+            if sink is not None:
+                sink.close()

@@ -1,0 +1,1 @@
+"""sinks stage of the pipeline (see shared STYLE.md)."""

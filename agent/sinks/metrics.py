@@ -1,0 +1,88 @@
+"""Verdicts and pipeline counters -> Prometheus metrics (judges -> **sinks**).
+
+Everything is registered in an injected `CollectorRegistry`, never the global
+one. Per-flow counters are incremented here; per-packet counts stay plain ints
+in the flow table and are read by a custom collector at scrape time, so the
+packet path never takes a metric lock. Labels are bounded: namespaces, kinds,
+reasons; never IPs, ports or pod names.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, write_to_textfile
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from agent.model import DENY, Endpoint, Finding, Flow
+
+NO_NAMESPACE = ""  # label value for ends that are not in a namespace (external, node)
+
+disable_created_metrics()  # `_created` series double the output and no alert uses them
+
+
+class PipelineStats:
+    """What the pipeline counts per packet; read at scrape time."""
+
+    def __init__(self, *, packets: Callable[[], int], dropped: Callable[[], Mapping[tuple[str, str], int]],
+                 skipped: Callable[[], Mapping[str, int]], flows_active: Callable[[], int],
+                 evicted: Callable[[], int]):
+        self.packets, self.dropped, self.skipped = packets, dropped, skipped
+        self.flows_active, self.evicted = flows_active, evicted
+
+
+class _StatsCollector(Collector):
+    def __init__(self, stats: PipelineStats):
+        self.stats = stats
+
+    def collect(self) -> Iterable:
+        s = self.stats
+        yield CounterMetricFamily("flowwarden_packets", "Packets read from capture.", value=s.packets())
+        dropped = CounterMetricFamily("flowwarden_packets_dropped", "Packets dropped, by stage and reason.",
+                                      labels=("stage", "reason"))
+        for (stage, reason), n in sorted(s.dropped().items()):
+            dropped.add_metric((stage, reason), n)
+        yield dropped
+        skipped = CounterMetricFamily("flowwarden_packets_skipped",
+                                      "Well-formed packets not judged (non-IP, ICMP, later fragments).",
+                                      labels=("reason",))
+        for reason, n in sorted(s.skipped().items()):
+            skipped.add_metric((reason,), n)
+        yield skipped
+        yield GaugeMetricFamily("flowwarden_flows_active", "Flows in the flow table.", value=s.flows_active())
+        yield CounterMetricFamily("flowwarden_flow_evictions", "Flows ended early because the table was full.",
+                                  value=s.evicted())
+
+
+def _ns(ep: Endpoint) -> str:
+    return ep.namespace or NO_NAMESPACE
+
+
+class MetricsSink:
+    def __init__(self, registry: CollectorRegistry, stats: PipelineStats | None = None):
+        self.registry = registry
+        if stats is not None:
+            registry.register(_StatsCollector(stats))
+        self.flows = Counter("flowwarden_flows_total", "Flows judged, by verdict.", ("verdict",), registry=registry)
+        self.violations = Counter("flowwarden_violations_total", "Flows with a finding, by kind.",
+                                  ("kind", "severity", "src_namespace", "dst_namespace"), registry=registry)
+        self.gaps = Counter("flowwarden_enforcement_gaps_total",
+                            "Denied flows that were established anyway: the CNI let them through.",
+                            ("src_namespace", "dst_namespace"), registry=registry)
+        self.tls = Counter("flowwarden_tls_connections_total", "TLS connections, by version.",
+                           ("version", "dst_namespace"), registry=registry)
+        self.judge_errors = Counter("flowwarden_judge_errors_total", "Judge exceptions (logged once each kind).",
+                                    ("judge",), registry=registry)
+
+    def emit(self, flow: Flow, src: Endpoint, dst: Endpoint, *, verdict: str, findings: Iterable[Finding]) -> None:
+        self.flows.labels(verdict).inc()
+        for f in findings:
+            self.violations.labels(f.kind, f.severity, _ns(src), _ns(dst)).inc()
+        if verdict == DENY and flow.established:
+            self.gaps.labels(_ns(src), _ns(dst)).inc()
+        if flow.tls and flow.tls.get("version"):
+            self.tls.labels(flow.tls["version"], _ns(dst)).inc()
+
+    def write(self, path: str) -> None:
+        """Atomically (temp file + rename) write the registry in the text format."""
+        write_to_textfile(path, self.registry)
