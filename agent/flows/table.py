@@ -14,7 +14,7 @@ from typing import Callable
 
 from agent.decode.app import classify
 from agent.decode.errors import DecodeError, Skip
-from agent.decode.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, decode_frame
+from agent.decode.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, decode_frame, reverse_key, split_key
 from agent.flows.reassembly import StreamStart
 from agent.model import PROTOCOLS, Flow
 
@@ -56,7 +56,7 @@ class FlowTable:
     def __init__(self, *, on_end: Callable[[Flow, object], None], settings: FlowSettings | None = None):
         self.on_end = on_end
         self.settings = settings or FlowSettings()
-        self.flows: dict[tuple, tuple] = {}  # key -> (flow, forward, track, other key)
+        self.flows: dict[bytes, tuple] = {}  # key -> (flow, forward, track, other key)
         self.packets = 0
         self.dropped: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
@@ -73,21 +73,22 @@ class FlowTable:
     # --- the per-packet path -----------------------------------------------------
     def ingest(self, frames: list) -> None:
         flows, dropped, skipped = self.flows, self.dropped, self.skipped
+        get = flows.get
         for ts, linktype, frame in frames:
             try:
-                proto, src, dst, sport, dport, flags, seq, start, end, size = decode_frame(linktype, frame)
+                proto, key, flags, seq, start, end, size = decode_frame(linktype, frame)
             except DecodeError as e:
                 dropped[e.reason] = dropped.get(e.reason, 0) + 1
                 continue
             except Skip as e:
                 skipped[e.reason] = skipped.get(e.reason, 0) + 1
                 continue
-            entry = flows.get((src, dst, sport, dport, proto))
-            if entry is None or (flags & _SYN_ACK == _SYN_ONLY and proto == 6 and entry[0].closed):
-                if entry is not None:
+            entry = get(key)
+            if entry is None or (proto == 6 and flags & _SYN_ACK == _SYN_ONLY and entry[0].closed):
+                if entry is not None:  # the 5-tuple is reused by a new connection
                     self._end(entry)
-                entry = self._start(ts, proto, src, dst, sport, dport, flags, seq)
-            flow, forward, track = entry[0], entry[1], entry[2]
+                entry = self._start(ts, proto, key, flags, seq)
+            flow, forward, track, _ = entry
             flow.last_seen = ts
             if forward:
                 flow.packets_src += 1
@@ -102,7 +103,7 @@ class FlowTable:
                     self._close(flow, track, flags)
                 if track is not None and track.result is None:
                     if end > start:
-                        self._payload(flow, track, forward, seq, frame[start:end])
+                        self._payload(entry, forward, seq, frame[start:end])
                     elif flags & _SYN_ACK == _SYN_ACK and not forward and track.server is None:
                         track.server = StreamStart(seq, self.settings.classify_bytes)
         self.packets += len(frames)
@@ -110,12 +111,13 @@ class FlowTable:
         if frames:
             self.now = frames[-1][0]
             # Sweep at most once a second of capture time, and only after as many packets
-            # as a quarter of the table, so a sweep costs O(1) per packet.
-            if self.now >= self._next_sweep and self._since_sweep >= len(self.flows) // 8:
+            # as an eighth of the table, so a sweep costs O(1) per packet.
+            if self.now >= self._next_sweep and self._since_sweep >= len(flows) // 8:
                 self.sweep(self.now)
 
-    def _start(self, ts: float, proto: int, src: bytes, dst: bytes, sport: int, dport: int, flags: int, seq: int):
+    def _start(self, ts: float, proto: int, key: bytes, flags: int, seq: int):
         """A new flow: decide who initiated it and whether its start was seen."""
+        src, dst, sport, dport = split_key(key)
         forward, mid_stream, established = True, False, False
         if proto == 6:
             if flags & _SYN_ACK == _SYN_ACK:  # the SYN was missed but the handshake was not
@@ -123,12 +125,13 @@ class FlowTable:
             elif not flags & TCP_SYN:
                 mid_stream = True
                 forward = not _sender_is_server(sport, dport)
+        rkey = reverse_key(key)
+        name = PROTOCOLS.get(proto, str(proto))
         if forward:
-            key, rkey = (src, dst, sport, dport, proto), (dst, src, dport, sport, proto)
-            flow = Flow(PROTOCOLS.get(proto, str(proto)), self._ip(src), sport, self._ip(dst), dport, ts, ts)
+            flow = Flow(name, self._ip(src), sport, self._ip(dst), dport, ts, ts)
         else:
-            rkey, key = (src, dst, sport, dport, proto), (dst, src, dport, sport, proto)
-            flow = Flow(PROTOCOLS.get(proto, str(proto)), self._ip(dst), dport, self._ip(src), sport, ts, ts)
+            key, rkey = rkey, key
+            flow = Flow(name, self._ip(dst), dport, self._ip(src), sport, ts, ts)
         flow.mid_stream, flow.established = mid_stream, established
         track = None
         if proto == 6:  # mid-stream flows are tracked too, but only a TLS handshake will count
@@ -144,7 +147,8 @@ class FlowTable:
             self.evicted += 1
         return entry_fwd if forward else entry_rev
 
-    def _payload(self, flow: Flow, track: Track, forward: bool, seq: int, payload: bytes) -> None:
+    def _payload(self, entry: tuple, forward: bool, seq: int, payload: bytes) -> None:
+        flow, track = entry[0], entry[2]
         if forward:
             stream = track.client
         else:
@@ -170,7 +174,7 @@ class FlowTable:
     def _end(self, entry: tuple) -> None:
         flow, _forward, track, other = entry
         self.flows.pop(other, None)
-        self.flows.pop(_other_key(other), None)
+        self.flows.pop(reverse_key(other), None)
         result = None
         if track is not None:
             result = track.result
@@ -205,6 +209,3 @@ class FlowTable:
         return text
 
 
-def _other_key(key: tuple) -> tuple:
-    src, dst, sport, dport, proto = key
-    return (dst, src, dport, sport, proto)

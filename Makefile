@@ -1,0 +1,45 @@
+# The whole set-up on a fresh machine: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+FW     := $(VENV)/bin/flowwarden
+# System tools the live tests and the pcap recording need (Debian package names).
+SYSTEM_TOOLS := ip:iproute2 tcpdump:tcpdump openssl:openssl curl:curl
+SCENARIOS := $(sort $(dir $(wildcard pcaps/*/cluster.json)))
+
+.PHONY: demo test bench tools lint clean record
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	@for dir in $(SCENARIOS); do \
+	  echo "== $$dir"; \
+	  pcap=$$(ls $$dir*.pcap* | head -n 1); \
+	  $(FW) replay $$pcap --cluster $${dir}cluster.json $$( [ -f $${dir}config.yaml ] && echo --config $${dir}config.yaml ) || exit $$?; \
+	done
+
+tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: $(VENV)/.installed tools
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: $(VENV)/.installed
+	$(PY) bench/run.py
+
+record:
+	bash pcaps/record.sh
+	$(PY) pcaps/craft.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

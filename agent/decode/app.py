@@ -1,0 +1,333 @@
+"""Application protocol of a TCP connection from its first bytes (decode stage).
+
+The flow table keeps the first client and server bytes of each connection
+(`flows.reassembly.StreamStart`) and asks `classify` what they are: a TLS
+handshake (directly, after an in-protocol upgrade such as STARTTLS or
+PostgreSQL SSLRequest, or inside a SOCKS/HTTP CONNECT tunnel) or one of the
+plaintext protocols people run in clusters. The TLS judge turns "not TLS where
+TLS is required" into a finding, so a recogniser must never call TLS plaintext;
+an unrecognised stream is `unknown-plaintext`, an empty one `unknown`.
+Bytes in, value out; malformed input never raises.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+
+from agent.decode.tls import ClientHello, Incomplete, ServerHello, parse_client_hello, parse_server_hello
+
+U16 = struct.Struct("!H")
+U32 = struct.Struct("!I")
+LE_U32 = struct.Struct("<I")
+MONGO_HEADER = struct.Struct("<iiii")  # messageLength, requestID, responseTo, opCode
+KAFKA_HEADER = struct.Struct("!ihhih")  # size, api_key, api_version, correlation_id, client_id len
+DNS_HEADER = struct.Struct("!HHHHHHH")  # RFC 1035 §4.2.2 length + §4.1.1 header
+
+TLS, HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS = "tls", "http", "http2", "redis", "postgresql", "mysql", "dns"
+SMTP, IMAP, POP3, AMQP, KAFKA, MONGODB, LDAP = "smtp", "imap", "pop3", "amqp", "kafka", "mongodb", "ldap"
+UNKNOWN_PLAINTEXT, UNKNOWN = "unknown-plaintext", "unknown"
+STARTTLS, POSTGRESQL_SSL, MYSQL_SSL, LDAP_STARTTLS = "starttls", "postgresql-ssl", "mysql-ssl", "ldap-starttls"
+SOCKS4, SOCKS5, HTTP_CONNECT = "socks4", "socks5", "http-connect"
+
+MIN_DECIDE = 8  # fewer unrecognised bytes than this may still become a known protocol
+PG_SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # PostgreSQL protocol §55.2.10, code 80877103
+PG_PROTOCOL_3 = 0x00030000  # StartupMessage protocol 3.0
+PG_CANCEL = 80877102
+PG_GSSENC = 80877104
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
+HTTP_METHODS = frozenset(  # RFC 9110 §9 plus WebDAV/PATCH
+    b"GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PROPFIND PROPPATCH MKCOL COPY MOVE "
+    b"LOCK UNLOCK REPORT".split())
+MYSQL_CLIENT_SSL = 0x0800  # MySQL capability flag CLIENT_SSL
+MYSQL_PROTOCOL_41 = 0x0200
+MONGO_OPCODES = frozenset((2004, 2010, 2012, 2013))  # OP_QUERY, OP_COMMAND, OP_COMPRESSED, OP_MSG
+LDAP_STARTTLS_OID = b"1.3.6.1.4.1.1466.20037"  # RFC 4511 §4.14.1
+RESP_ARRAY = re.compile(rb"\*[0-9]{1,6}\r\n\$[0-9]{1,9}\r\n")  # Redis RESP command array
+RESP_INLINE = re.compile(rb"[A-Za-z]{2,16}( [^\r\n]*)?\r?\n")
+SMTP_CMD = re.compile(rb"(EHLO|HELO|LHLO) ", re.I)
+IMAP_CMD = re.compile(rb"[A-Za-z0-9.]{1,20} (CAPABILITY|LOGIN|STARTTLS|AUTHENTICATE|ID|NOOP)\b", re.I)
+POP3_CMD = re.compile(rb"(CAPA|STLS|USER |APOP |AUTH)", re.I)
+STARTTLS_LINE = re.compile(rb"^(?:[A-Za-z0-9.]{1,20} )?(STARTTLS|STLS)\r?\n", re.I | re.M)
+
+
+@dataclass(slots=True, frozen=True)
+class Classification:
+    app: str
+    tls: bool = False
+    upgraded: str | None = None  # in-protocol upgrade before TLS: "starttls", "postgresql-ssl", ...
+    complete: bool = True  # False: more bytes could change the answer
+    client_hello: ClientHello | None = None
+    server_hello: ServerHello | None = None
+    tunnel: str | None = None  # TLS found inside "socks4", "socks5" or "http-connect"
+
+
+def classify(client: bytes, server: bytes, *, dst_port: int) -> Classification:
+    """Classify a connection from the first bytes each side sent."""
+    if not client:
+        return Classification(UNKNOWN, complete=False)
+    if _looks_tls(client):
+        got = _tls_at(client, server, app=TLS)
+        if got is not None:
+            return got
+    for upgrade in (_postgresql, _mysql, _ldap, _text_mail):
+        got = upgrade(client, server, dst_port=dst_port)
+        if got is not None:
+            return got
+    for tunnel in (_socks4, _socks5, _http_connect):
+        found = tunnel(client, server)
+        if found is not None:
+            return _inner(found, client, server, dst_port=dst_port)
+    app = _plaintext(client, dst_port=dst_port)
+    if app is not None:
+        return Classification(app)
+    return Classification(UNKNOWN_PLAINTEXT, complete=len(client) >= MIN_DECIDE)
+
+
+def _looks_tls(data: bytes) -> bool:
+    return data[0] == 0x16 or (data[0] & 0x80 != 0 and data[2:3] == b"\x01")
+
+
+def _tls_at(client: bytes, server: bytes, *, app: str, upgraded: str | None = None) -> Classification | None:
+    """TLS if `client` starts with a ClientHello; None when it does not."""
+    hello = parse_client_hello(client)
+    if hello is None:
+        return None
+    if isinstance(hello, Incomplete):
+        return Classification(TLS, tls=True, upgraded=upgraded, complete=False)
+    answer = parse_server_hello(server)
+    return Classification(
+        TLS, tls=True, upgraded=upgraded, client_hello=hello,
+        server_hello=answer if isinstance(answer, ServerHello) else None,
+    )
+
+
+def _after_upgrade(rest: bytes, server: bytes, *, app: str, upgraded: str) -> Classification:
+    """What follows an accepted-or-declined upgrade request: TLS, or plaintext `app`."""
+    if not rest:
+        return Classification(app, complete=False)
+    if _looks_tls(rest):
+        got = _tls_at(rest, server, app=app, upgraded=upgraded)
+        if got is not None:
+            return got
+    return Classification(app)  # declined upgrade, client went on in plaintext
+
+
+# --- tunnels: the real conversation starts at an offset -------------------------
+
+def _inner(found: tuple[str, int | None, int], client: bytes, server: bytes, *, dst_port: int) -> Classification:
+    tunnel, c_off, s_off = found
+    if c_off is None or c_off >= len(client):
+        return Classification(UNKNOWN, complete=False, tunnel=tunnel)
+    inner = classify(client[c_off:], server[s_off:], dst_port=dst_port)
+    return Classification(
+        inner.app, tls=inner.tls, upgraded=inner.upgraded, complete=inner.complete,
+        client_hello=inner.client_hello, server_hello=inner.server_hello, tunnel=tunnel,
+    )
+
+
+def _socks4(client: bytes, server: bytes) -> tuple[str, int | None, int] | None:
+    """SOCKS4/4a CONNECT: VN=4 CD=1 DSTPORT DSTIP USERID NUL [HOST NUL]; reply 8 bytes."""
+    if client[0] != 4 or client[1:2] not in (b"\x01", b"\x02") or len(client) < 9:
+        return None
+    end = client.find(b"\x00", 8, 8 + 256)
+    if end < 0:
+        return None if len(client) >= 8 + 256 else (SOCKS4, None, 0)
+    if client[4:7] == b"\x00\x00\x00" and client[7]:  # 4a: the host name follows
+        end = client.find(b"\x00", end + 1, end + 1 + 256)
+        if end < 0:
+            return (SOCKS4, None, 0)
+    return (SOCKS4, end + 1, 8 if server[:1] == b"\x00" else len(server))
+
+
+def _socks5(client: bytes, server: bytes) -> tuple[str, int | None, int] | None:
+    """RFC 1928 greeting + optional RFC 1929 user/password + CONNECT request."""
+    if client[0] != 5 or len(client) < 3 or not client[1]:
+        return None
+    pos = 2 + client[1]
+    if any(m > 0x09 and m < 0x80 for m in client[2:pos]):
+        return None
+    s_off = 2 if server[:1] == b"\x05" else len(server)
+    if client[pos:pos + 1] == b"\x01":  # RFC 1929: VER ULEN UNAME PLEN PASSWD
+        if len(client) < pos + 2:
+            return (SOCKS5, None, s_off)
+        plen_at = pos + 2 + client[pos + 1]
+        if len(client) <= plen_at:
+            return (SOCKS5, None, s_off)
+        pos = plen_at + 1 + client[plen_at]
+        s_off = s_off + 2 if len(server) >= s_off + 2 else len(server)
+    if len(client) < pos + 5:
+        return (SOCKS5, None, s_off) if client[pos:pos + 1] in (b"", b"\x05") else None
+    if client[pos] != 5 or client[pos + 2] != 0:
+        return None
+    size = _socks5_addr(client, pos + 3)
+    reply = _socks5_addr(server, s_off + 3) if server[s_off:s_off + 1] == b"\x05" else None
+    return (SOCKS5, None if size is None else pos + 3 + size, len(server) if reply is None else s_off + 3 + reply)
+
+
+def _socks5_addr(data: bytes, at: int) -> int | None:
+    """Bytes of ATYP + address + port at `at` (RFC 1928 §5), None if unknown/short."""
+    atyp = data[at:at + 1]
+    size = {b"\x01": 7, b"\x04": 19}.get(atyp)
+    if atyp == b"\x03" and len(data) > at + 1:
+        size = 4 + data[at + 1]
+    return size if size is not None and len(data) >= at + size else None
+
+
+def _http_connect(client: bytes, server: bytes) -> tuple[str, int | None, int] | None:
+    if not client.startswith(b"CONNECT "):
+        return None
+    end = client.find(b"\r\n\r\n")
+    s_end = server.find(b"\r\n\r\n")
+    return (HTTP_CONNECT, None if end < 0 else end + 4, len(server) if s_end < 0 else s_end + 4)
+
+
+# --- in-protocol upgrades --------------------------------------------------------
+
+def _postgresql(client: bytes, server: bytes, *, dst_port: int) -> Classification | None:
+    if client.startswith(PG_SSL_REQUEST):
+        return _after_upgrade(client[8:], server[1:], app=POSTGRESQL, upgraded=POSTGRESQL_SSL)
+    if len(client) >= 4 and PG_SSL_REQUEST.startswith(client):
+        return Classification(POSTGRESQL, complete=False)
+    if len(client) >= 8:
+        length, code = struct.unpack_from("!II", client)
+        if code == PG_GSSENC and length == 8:
+            return Classification(POSTGRESQL, upgraded="postgresql-gssenc")
+        if (code == PG_PROTOCOL_3 and 8 < length < 10000) or (code == PG_CANCEL and length == 16):
+            return Classification(POSTGRESQL)
+    return None
+
+
+def _mysql(client: bytes, server: bytes, *, dst_port: int) -> Classification | None:
+    """MySQL: the server greets (protocol 10), the client answers at sequence id 1."""
+    greeted = len(server) >= 5 and server[3] == 0 and server[4] == 0x0A
+    if len(client) < 8 or client[3] != 1:
+        return None
+    length = int.from_bytes(client[:3], "little")
+    caps = LE_U32.unpack_from(client, 4)[0]
+    filler_ok = len(client) < 36 or client[13:36] == bytes(23)
+    if not (caps & MYSQL_PROTOCOL_41 and filler_ok and (greeted or dst_port == 3306 or len(client) >= 36)):
+        return None
+    if caps & MYSQL_CLIENT_SSL and length == 32:  # SSLRequest: capabilities only, then TLS
+        s_off = 4 + int.from_bytes(server[:3], "little") if greeted else len(server)
+        return _after_upgrade(client[36:], server[s_off:], app=MYSQL, upgraded=MYSQL_SSL)
+    return Classification(MYSQL)
+
+
+def _ldap(client: bytes, server: bytes, *, dst_port: int) -> Classification | None:
+    """LDAPMessage (RFC 4511 §4.1.1): SEQUENCE { messageID INTEGER, protocolOp [APPLICATION n] }."""
+    size = _ber_size(client)
+    if size is None or len(client) < 5:
+        return None
+    head = client[1:]
+    skip = 1 if head[0] < 0x80 else 1 + (head[0] & 0x7F)
+    if client[1 + skip:2 + skip] != b"\x02" or len(client) < 4 + skip:
+        return None
+    op_at = 1 + skip + 2 + client[2 + skip]
+    if op_at >= len(client) or not 0x60 <= client[op_at] <= 0x7F:
+        return None
+    if LDAP_STARTTLS_OID not in client[:size]:
+        return Classification(LDAP)
+    if len(client) < size:
+        return Classification(LDAP, complete=False)
+    reply = _ber_size(server)
+    return _after_upgrade(client[size:], server[reply or len(server):], app=LDAP, upgraded=LDAP_STARTTLS)
+
+
+def _ber_size(data: bytes) -> int | None:
+    """Total size of a BER SEQUENCE at the start of `data` (definite length)."""
+    if len(data) < 2 or data[0] != 0x30:
+        return None
+    if data[1] < 0x80:
+        return 2 + data[1]
+    n = data[1] & 0x7F
+    if not 1 <= n <= 4 or len(data) < 2 + n:
+        return None
+    return 2 + n + int.from_bytes(data[2:2 + n], "big")
+
+
+def _text_mail(client: bytes, server: bytes, *, dst_port: int) -> Classification | None:
+    """SMTP/IMAP/POP3 (server speaks first), with STARTTLS/STLS (RFC 3207, 2595)."""
+    app = _mail_app(client, server)
+    if app is None:
+        return None
+    cmd = STARTTLS_LINE.search(client)
+    if cmd is None:
+        return Classification(app)
+    return _after_upgrade(client[cmd.end():], server[_tls_start(server):], app=app, upgraded=STARTTLS)
+
+
+def _mail_app(client: bytes, server: bytes) -> str | None:
+    if server.startswith((b"220 ", b"220-")):
+        return SMTP
+    if server.startswith((b"* OK", b"* PREAUTH")):
+        return IMAP
+    if server.startswith(b"+OK"):
+        return POP3
+    if SMTP_CMD.match(client):
+        return SMTP
+    if IMAP_CMD.match(client):
+        return IMAP
+    if POP3_CMD.match(client):
+        return POP3
+    return None
+
+
+def _tls_start(server: bytes) -> int:
+    """Skip the server's text lines up to where its TLS records begin."""
+    pos = 0
+    while pos < len(server) and server[pos] != 0x16:
+        nl = server.find(b"\n", pos)
+        if nl < 0:
+            return len(server)
+        pos = nl + 1
+    return pos
+
+
+# --- plaintext recognisers ------------------------------------------------------
+
+def _plaintext(client: bytes, *, dst_port: int) -> str | None:
+    if client.startswith(H2_PREFACE[:len(client)]) and len(client) >= 4:
+        return HTTP2
+    method = client.split(b" ", 1)
+    if len(method) == 2 and method[0] in HTTP_METHODS:
+        return HTTP
+    if client.startswith(b"AMQP"):
+        return AMQP
+    if RESP_ARRAY.match(client) or (dst_port == 6379 and RESP_INLINE.match(client)):
+        return REDIS
+    for recogniser, app in ((_is_mongodb, MONGODB), (_is_kafka, KAFKA), (_is_dns, DNS)):
+        if recogniser(client, dst_port=dst_port):
+            return app
+    return None
+
+
+def _is_mongodb(client: bytes, *, dst_port: int) -> bool:
+    if len(client) < MONGO_HEADER.size:
+        return False
+    length, _, response_to, opcode = MONGO_HEADER.unpack_from(client)
+    return opcode in MONGO_OPCODES and response_to == 0 and 16 < length <= 48 * 1024 * 1024
+
+
+def _is_kafka(client: bytes, *, dst_port: int) -> bool:
+    """Kafka request header v1+: size, api_key, api_version, correlation_id, client_id."""
+    if len(client) < KAFKA_HEADER.size:
+        return False
+    size, api_key, api_version, _, id_len = KAFKA_HEADER.unpack_from(client)
+    if not (10 <= size <= 100 * 1024 * 1024 and 0 <= api_key <= 100 and 0 <= api_version <= 30):
+        return False
+    if id_len == -1:
+        return dst_port == 9092
+    client_id = client[14:14 + id_len]
+    return 0 < id_len <= 255 and (len(client_id) < id_len or client_id.isascii()) and (
+        dst_port == 9092 or (client_id.isascii() and client_id.decode().isprintable()))
+
+
+def _is_dns(client: bytes, *, dst_port: int) -> bool:
+    """DNS over TCP (RFC 1035 §4.2.2): a 2-byte length, then a query header."""
+    if len(client) < DNS_HEADER.size:
+        return False
+    length, _, flags, qd, an, ns, ar = DNS_HEADER.unpack_from(client)
+    query = flags & 0x8000 == 0 and (flags >> 11) & 0xF in (0, 1, 2, 4, 5)
+    plain = an == 0 and ns == 0 and ar <= 1
+    return query and qd == 1 and length >= 17 and (dst_port == 53 or plain)

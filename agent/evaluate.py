@@ -1,0 +1,164 @@
+"""`flowwarden evaluate`: judge flows given as JSON Lines, and load what-if policies.
+
+Entry at the judges stage (no capture): each input line is a flow, both ends
+are attributed through the ClusterView, the NetpolEngine decides, and one
+JSON line (or an `--explain` text block) is written per input line. Also
+loads candidate NetworkPolicies for `--with-policies` (evaluate and replay).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO, Iterable, Mapping, Sequence
+
+import orjson
+import yaml
+
+from agent.judges.netpol import Decision, NetpolEngine, PolicyError, describe, validate_policy
+from agent.model import DENY, JUDGED_PROTOCOLS, TCP, ClusterView, Endpoint, NetworkPolicy
+
+POLICY_API_VERSION = "networking.k8s.io/v1"
+_POLICY_SUFFIXES = (".yaml", ".yml", ".json")
+_LIST_KINDS = ("List", "NetworkPolicyList")
+
+
+def load_policy_files(paths: Sequence[str]) -> list[NetworkPolicy]:
+    """NetworkPolicies from YAML/JSON files or folders (multi-document, List kinds), validated.
+
+    Raises PolicyError (prefixed with the file) for a policy the API server
+    would reject, ValueError naming the file for anything else unreadable.
+    """
+    policies: list[NetworkPolicy] = []
+    for path in paths:
+        for file in _policy_files(Path(path)):
+            for doc_no, doc in enumerate(_documents(file)):
+                for obj in _objects(doc, file=file, doc_no=doc_no):
+                    policy = _to_policy(obj, file=file)
+                    try:
+                        validate_policy(policy)
+                    except PolicyError as e:
+                        raise PolicyError(f"{file}: {e}") from e
+                    policies.append(policy)
+    return policies
+
+
+def _policy_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _POLICY_SUFFIXES)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or directory")
+    return [path]
+
+
+def _documents(file: Path) -> list:
+    try:
+        text = file.read_bytes()
+        if file.suffix == ".json":
+            return [orjson.loads(text)]
+        return list(yaml.safe_load_all(text))
+    except (OSError, orjson.JSONDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{file}: cannot read policies: {e}") from e
+
+
+def _objects(doc: object, *, file: Path, doc_no: int) -> list[Mapping]:
+    if doc is None:
+        return []  # an empty YAML document ("---" at the end)
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"{file}: document {doc_no}: expected an object")
+    if doc.get("kind") in _LIST_KINDS:
+        items = doc.get("items") or []
+        if not isinstance(items, list):
+            raise ValueError(f"{file}: document {doc_no}: items must be a list")
+        out = []
+        for item in items:
+            out.extend(_objects(item, file=file, doc_no=doc_no))
+        return out
+    return [doc]
+
+
+def _to_policy(obj: Mapping, *, file: Path) -> NetworkPolicy:
+    kind, api = obj.get("kind"), obj.get("apiVersion")
+    meta = obj.get("metadata") or {}
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    if kind != "NetworkPolicy":
+        what = " ".join(str(x) for x in (kind or "object", name) if x)
+        raise ValueError(f"{file}: {what}: only NetworkPolicy objects are accepted")
+    if api is not None and api != POLICY_API_VERSION:
+        raise ValueError(f"{file}: networkpolicy {name}: apiVersion {api!r} is not {POLICY_API_VERSION}")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{file}: networkpolicy: metadata.name is required")
+    namespace = meta.get("namespace") or "default"
+    spec = obj.get("spec")
+    if spec is None:
+        spec = {}
+    return NetworkPolicy(namespace=namespace, name=name, spec=spec, uid=str(meta.get("uid") or ""))
+
+
+# -- evaluating flows ---------------------------------------------------------------
+
+def endpoint_dict(ep: Endpoint, port: int | None) -> dict:
+    """The JSON form of one end of a flow (null where unknown)."""
+    return {"ip": ep.ip, "port": port, "kind": ep.kind, "namespace": ep.namespace,
+            "pod": ep.pod, "uid": ep.uid, "node": ep.node, "service": ep.service}
+
+
+def evaluate_lines(engine: NetpolEngine, view: ClusterView, lines: Iterable[str | bytes],
+                   out: BinaryIO, *, explain: bool, at: float) -> int:
+    """Judge every flow line, writing one result per line; returns the number of denies.
+
+    Blank lines are skipped; a malformed line raises ValueError naming its number.
+    """
+    denied = 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        src_ip, src_port, dst_ip, dst_port, protocol = parse_flow_line(line, number=number)
+        src, dst = view.endpoint(src_ip, at), view.endpoint(dst_ip, at)
+        decision = engine.decide_flow(src, dst, dst_port, protocol)
+        denied += decision.verdict == DENY
+        if explain:
+            out.write(explain_text(decision, src=src, dst=dst, port=dst_port,
+                                   protocol=protocol).encode())
+        else:
+            record = {"verdict": decision.verdict,
+                      "src": endpoint_dict(src, src_port), "dst": endpoint_dict(dst, dst_port),
+                      "egress": decision.egress.as_dict(), "ingress": decision.ingress.as_dict(),
+                      "policies": list(decision.policies), "reasons": list(decision.reasons)}
+            out.write(orjson.dumps(record) + b"\n")
+    return denied
+
+
+def parse_flow_line(line: str | bytes, *, number: int) -> tuple[str, int | None, str, int, str]:
+    """(src_ip, src_port, dst_ip, dst_port, protocol) of one input line."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        raise ValueError(f"flows line {number}: not JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"flows line {number}: expected a JSON object")
+    for field in ("src_ip", "dst_ip"):
+        if not isinstance(obj.get(field), str) or not obj[field]:
+            raise ValueError(f"flows line {number}: {field} must be a non-empty string")
+    dst_port = obj.get("dst_port")
+    if not _is_port(dst_port):
+        raise ValueError(f"flows line {number}: dst_port must be an integer 1-65535")
+    src_port = obj.get("src_port")
+    if src_port is not None and not _is_port(src_port):
+        raise ValueError(f"flows line {number}: src_port must be an integer 1-65535")
+    protocol = obj.get("protocol", TCP)
+    if not isinstance(protocol, str) or protocol.upper() not in JUDGED_PROTOCOLS:
+        raise ValueError(f"flows line {number}: protocol must be TCP, UDP or SCTP, "
+                         f"got {protocol!r}")
+    return obj["src_ip"], src_port, obj["dst_ip"], dst_port, protocol.upper()
+
+
+def _is_port(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+def explain_text(decision: Decision, *, src: Endpoint, dst: Endpoint, port: int,
+                 protocol: str) -> str:
+    """The readable form of one verdict: a headline and one indented reason per line."""
+    head = f"{decision.verdict}: {describe(src)} -> {describe(dst)} on {port}/{protocol}"
+    if decision.policies:
+        head += f" [{', '.join(decision.policies)}]"
+    return "\n".join([head] + [f"  {r}" for r in decision.reasons]) + "\n"
