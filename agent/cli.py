@@ -149,10 +149,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         progress.done()
         if args.metrics:
             pipeline.metrics.write(args.metrics)
+        if failure is not None:  # what was read is judged and written; the error is the one line
+            raise failure
         for line in summary_lines(pipeline, elapsed=elapsed):
             print(line, file=sys.stderr)
-        if failure is not None:
-            raise failure
     return 0
 
 

@@ -16,6 +16,8 @@ from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
+from agent.decode.packet import SUPPORTED_LINKTYPES
+
 CHUNK = 1 << 22
 BATCH = 4096
 MAX_RECORD = 1 << 18  # tcpdump's largest snaplen; a bigger record means a corrupt file
@@ -88,7 +90,7 @@ def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Fra
     if len(header) < 24:
         raise PcapError(f"{path}: truncated pcap header")
     order, scale = PCAP_MAGIC[struct.unpack("<I", magic_bytes)[0]]
-    linktype = struct.unpack_from(order + "I", header, 20)[0] & 0x0FFFFFFF
+    linktype = _supported(struct.unpack_from(order + "I", header, 20)[0] & 0x0FFFFFFF, path)
     record = struct.Struct(order + "IIII").unpack_from
     rest = b""
     for chunk, eof in _chunks(stream, b""):
@@ -143,6 +145,7 @@ def _pcapng(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[F
                 batch.append((0.0, interfaces[0][0], body[4:4 + caplen]))
             elif btype == IDB:
                 interfaces.append(_interface(body, order))
+                _supported(interfaces[-1][0], path)
             pos += blen
         if batch:
             yield batch
@@ -179,3 +182,10 @@ def _interface(body: bytes, order: str) -> tuple[int, float, float]:
             offset = float(struct.unpack(order + "q", value)[0])
         pos += 4 + (olen + 3) // 4 * 4
     return linktype, unit, offset
+
+
+def _supported(linktype: int, path: Path) -> int:
+    if linktype not in SUPPORTED_LINKTYPES:
+        names = "Ethernet, Linux cooked v1/v2, raw IP, BSD loopback"
+        raise PcapError(f"{path}: unsupported link type {linktype} (flowwarden reads {names})")
+    return linktype

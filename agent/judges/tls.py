@@ -175,13 +175,18 @@ class TlsJudge:
             if not req.required:
                 return []
             return [Finding(kind=PLAINTEXT, severity=CRITICAL, requirement=req.source,
+                            reasons=(f"TLS required on {flow.dst_port}/TCP by {req.source}, "
+                                     f"but the connection starts in plaintext ({flow.app})",),
                             detail={"app": flow.app})]
         version = tls.get("version") or _highest(tls.get("offered_versions") or ())
         if req.min_version is None or version not in VERSION_ORDER:
             return []
         if VERSION_ORDER.index(version) >= VERSION_ORDER.index(req.min_version):
             return []
+        how = "negotiated" if tls.get("version") else "offered at most (no server answer seen)"
         return [Finding(kind=TLS_VERSION, severity=WARNING, requirement=req.min_source,
+                        reasons=(f"TLS {version} {how}, below the minimum {req.min_version} "
+                                 f"set by {req.min_source}",),
                         detail={"version": version, "min_version": req.min_version})]
 
     def requirement(self, dst: Endpoint, port: int) -> Requirement:

@@ -59,6 +59,8 @@ def test_plaintext_to_a_pod_port_requiring_tls_is_critical():
     assert judge(View(), dst, flow()) == [Finding(
         kind="plaintext", severity="critical",
         requirement="pod db/pg-0 annotation flowwarden.io/require-tls=5432,8443",
+        reasons=("TLS required on 5432/TCP by pod db/pg-0 annotation flowwarden.io/require-tls=5432,8443, "
+                 "but the connection starts in plaintext (postgresql)",),
         detail={"app": "postgresql"})]
     assert judge(View(), dst, flow(port=9187)) == []
 
@@ -91,6 +93,8 @@ def test_tls_below_the_minimum_is_a_warning_naming_its_source():
     assert judge(View(), dst, f) == [Finding(
         kind="tls-version", severity="warning",
         requirement="pod db/pg-0 annotation flowwarden.io/tls-min-version=1.3",
+        reasons=("TLS 1.2 negotiated, below the minimum 1.3 set by "
+                 "pod db/pg-0 annotation flowwarden.io/tls-min-version=1.3",),
         detail={"version": "1.2", "min_version": "1.3"})]
 
 

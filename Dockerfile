@@ -1,0 +1,13 @@
+# flowwarden node agent image (the DaemonSet in daemonset/ runs it privileged, hostNetwork).
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY agent ./agent
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER 0
+ENTRYPOINT ["flowwarden"]
+CMD ["run"]
