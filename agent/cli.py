@@ -9,11 +9,13 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+import orjson
 from prometheus_client import CollectorRegistry
 
 from agent.capture.pcap import PcapError, read_frames
@@ -68,6 +70,25 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--with-policies", nargs="+", default=[], metavar="PATH")
     e.add_argument("--explain", action="store_true", help="readable text instead of JSON")
     e.set_defaults(command=cmd_evaluate)
+
+    n = sub.add_parser("run", help="the node agent: capture live pod traffic and judge it")
+    g = n.add_mutually_exclusive_group()
+    g.add_argument("--cluster", help="static cluster state file instead of the live API (air-gapped nodes, tests)")
+    g.add_argument("--kubeconfig", help="kubeconfig (default: the pod's service account, else $KUBECONFIG)")
+    n.add_argument("--context", help="kubeconfig context")
+    n.add_argument("--config", help="settings YAML (the DaemonSet's ConfigMap); SIGHUP reloads it")
+    n.add_argument("--interfaces", help='comma-separated names or globs, e.g. "veth*,cni0" '
+                   "(default: capture.interfaces, else pod veths, CNI bridges and overlays)")
+    n.add_argument("--listen", default="0.0.0.0:9847", help="HTTP address for /metrics, /healthz, /readyz")
+    n.add_argument("--events", help="append events (JSON Lines) here (default: stdout)")
+    n.add_argument("--flows", help="append every flow as a JSON line here")
+    n.set_defaults(command=cmd_run)
+
+    s = sub.add_parser("snapshot", help="write the live cluster state as a --cluster file")
+    s.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster account, else $KUBECONFIG)")
+    s.add_argument("--context", help="kubeconfig context")
+    s.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
+    s.set_defaults(command=cmd_snapshot)
     return p
 
 
@@ -119,11 +140,23 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
         yield f
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt, so the sinks are flushed before exiting."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     with _user_errors():
         config = load_config(args.config)
         for path in args.pcaps:
-            if not Path(path).is_file():
+            if not Path(path).exists() or Path(path).is_dir():
                 raise PcapError(f"{path}: no such file")
     view = _load_view(args)
     with _user_errors():
@@ -137,13 +170,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
         pipeline.metrics = MetricsSink(registry, pipeline.stats())
         progress = Progress(sys.stderr, total_bytes=sum(os.path.getsize(p) for p in args.pcaps))
         started = time.perf_counter()
-        failure = None
+        failure, interrupted = None, False
         try:
-            for frames in read_frames(args.pcaps):
-                pipeline.feed(frames)
-                progress.advance(frames)
+            with _stop_on_sigterm():
+                for frames in read_frames(args.pcaps):
+                    pipeline.feed(frames)
+                    progress.advance(frames)
         except PcapError as e:  # judge what was read, then report the damage
             failure = e
+        except KeyboardInterrupt:  # SIGINT or SIGTERM: what was read is still judged and written
+            interrupted = True
         pipeline.finish()
         elapsed = time.perf_counter() - started
         progress.done()
@@ -153,6 +189,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise failure
         for line in summary_lines(pipeline, elapsed=elapsed):
             print(line, file=sys.stderr)
+    if interrupted:
+        print("flowwarden: interrupted; events and metrics cover what was read", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -164,6 +203,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         source = sys.stdin.buffer if args.flows == "-" else open(args.flows, "rb")
         with source:
             evaluate_lines(engine, view, source, sys.stdout.buffer, explain=args.explain, at=time.time())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.run import Agent, RunOptions, json_logging  # capture (scapy) is only loaded when used
+    json_logging()
+    with _user_errors():
+        agent = Agent(RunOptions(config=args.config, cluster=args.cluster, kubeconfig=args.kubeconfig,
+                                 context=args.context, interfaces=args.interfaces, listen=args.listen,
+                                 events=args.events, flows=args.flows))
+    return agent.run()
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from agent.inventory.live import snapshot_cluster
+    with _user_errors():
+        state = snapshot_cluster(args.kubeconfig, args.context)
+        with _output(args.output) as out:
+            out.write(orjson.dumps(state, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
     return 0
 
 

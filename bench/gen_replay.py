@@ -18,6 +18,7 @@ from pathlib import Path
 
 NAMESPACES = 20
 PODS_PER_NS = 100
+PAIRS = 5000  # distinct (client pod, server pod) pairs
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 ETH = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02"
 
@@ -104,6 +105,11 @@ def pod_ip(ns: int, pod: int) -> str:
 
 def write_pcap(path: Path, *, flows: int, seed: int = 7) -> int:
     rng = random.Random(seed)
+    # A service graph, not random pairs: real pods talk to a few peers again and again,
+    # and how often a pair repeats is skewed (a few pairs carry most flows).
+    pairs = [(ip4(pod_ip(rng.randrange(NAMESPACES), rng.randrange(PODS_PER_NS))),
+              ip4(pod_ip(rng.randrange(NAMESPACES), rng.randrange(PODS_PER_NS)))) for _ in range(PAIRS)]
+    rng.shuffle(pairs)
     packets = 0
     ts = EPOCH
     with path.open("wb") as out:
@@ -113,9 +119,7 @@ def write_pcap(path: Path, *, flows: int, seed: int = 7) -> int:
             convs = []
             for i in range(base, min(base + group, flows)):
                 kind = i % 10 < 5 and 0 or (1 if i % 10 < 8 else 2)
-                ns_a, ns_b = rng.randrange(NAMESPACES), rng.randrange(NAMESPACES)
-                src = ip4(pod_ip(ns_a, rng.randrange(PODS_PER_NS)))
-                dst = ip4(pod_ip(ns_b, rng.randrange(PODS_PER_NS)))
+                src, dst = pairs[int(len(pairs) * rng.random() ** 3)]
                 style = 1 if i % 7 == 0 else 2 if i % 11 == 0 else 0
                 convs.append((style, conversation(kind, src, dst, 10000 + i % 50000, rng)))
             step = 0

@@ -109,3 +109,26 @@ def test_the_installed_command_reports_errors_without_a_traceback(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and "Traceback" not in run.stderr
     assert "x.pcap" in run.stderr
+
+
+def test_sigterm_during_replay_still_writes_the_events_of_what_was_read(tmp_path):
+    """A replay of a stream that never ends (a FIFO) is stopped by SIGTERM; the events are flushed."""
+    import os
+    import signal
+    import time
+    fifo = tmp_path / "live.pcap"
+    os.mkfifo(fifo)
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "replay", str(fifo), "--cluster", CLUSTER,
+                             "--events", str(events)], stderr=subprocess.PIPE, text=True)
+    data = Path(PCAP).read_bytes()
+    with open(fifo, "wb") as writer:
+        writer.write(data)  # the whole capture, but the writer stays open: the replay waits for more
+        writer.flush()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    kinds = [orjson.loads(line)["kind"] for line in events.read_bytes().splitlines()]
+    assert kinds == ["policy-violation", "policy-violation"]
+    assert "interrupted" in err

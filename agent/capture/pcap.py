@@ -55,8 +55,7 @@ def _frames_of(path: Path) -> Iterator[list[Frame]]:
     except OSError as e:
         raise PcapError(f"{path}: cannot open: {e.strerror}") from e
     with raw:
-        head = raw.read(2)
-        raw.seek(0)
+        head = raw.peek(2)[:2]  # peek, not seek: a FIFO or a pipe cannot seek
         stream: BinaryIO = gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
         try:
             magic_bytes = stream.read(4)
@@ -77,7 +76,7 @@ def _chunks(stream: BinaryIO, first: bytes) -> Iterator[tuple[bytes, bool]]:
     """(bytes, at_eof) pieces of the stream, starting with the bytes already read."""
     pending = first
     while True:
-        chunk = stream.read(CHUNK)
+        chunk = stream.read1(CHUNK)  # what is there: a pipe from tcpdump -w - is read as it comes
         if not chunk:
             yield pending, True
             return
@@ -92,7 +91,7 @@ def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Fra
     order, scale = PCAP_MAGIC[struct.unpack("<I", magic_bytes)[0]]
     linktype = _supported(struct.unpack_from(order + "I", header, 20)[0] & 0x0FFFFFFF, path)
     record = struct.Struct(order + "IIII").unpack_from
-    rest = b""
+    rest, base = b"", 24  # base: file offset of buf[0], for error messages
     for chunk, eof in _chunks(stream, b""):
         buf = rest + chunk if rest else chunk
         pos, n, batch = 0, len(buf), []
@@ -102,13 +101,13 @@ def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Fra
             end = pos + 16 + incl
             if end > n:
                 if incl > MAX_RECORD:
-                    raise PcapError(f"{path}: corrupt record at byte {pos} (length {incl})")
+                    raise PcapError(f"{path}: corrupt record at byte {base + pos} (length {incl})")
                 break
             append((sec + frac * scale, linktype, buf[pos + 16:end]))
             pos = end
         if batch:
             yield batch
-        rest = buf[pos:]
+        rest, base = buf[pos:], base + pos
         if eof:
             if rest:
                 raise PcapError(f"{path}: truncated: the last record is cut short ({len(rest)} bytes left)")
@@ -118,7 +117,7 @@ def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Fra
 def _pcapng(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Frame]]:
     order = "<"
     interfaces: list[tuple[int, float, float]] = []  # (linktype, ts unit, offset)
-    rest = magic_bytes
+    rest, base = magic_bytes, 0  # base: file offset of buf[0], for error messages
     for chunk, eof in _chunks(stream, b""):
         buf = rest + chunk if rest else chunk
         pos, n, batch = 0, len(buf), []
@@ -130,11 +129,11 @@ def _pcapng(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[F
                     break
                 order = "<" if struct.unpack("<I", bom)[0] == PCAPNG_BYTE_ORDER else ">"
                 if struct.unpack(order + "I", bom)[0] != PCAPNG_BYTE_ORDER:
-                    raise PcapError(f"{path}: corrupt pcapng section header at byte {pos}")
+                    raise PcapError(f"{path}: corrupt pcapng section header at byte {base + pos}")
                 interfaces = []
             blen = struct.unpack_from(order + "I", buf, pos + 4)[0]
             if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
-                raise PcapError(f"{path}: corrupt pcapng block at byte {pos} (length {blen})")
+                raise PcapError(f"{path}: corrupt pcapng block at byte {base + pos} (length {blen})")
             if pos + blen > n:
                 break
             body = buf[pos + 8:pos + blen - 4]
@@ -149,7 +148,7 @@ def _pcapng(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[F
             pos += blen
         if batch:
             yield batch
-        rest = buf[pos:]
+        rest, base = buf[pos:], base + pos
         if eof:
             if rest:
                 raise PcapError(f"{path}: truncated: the last block is cut short ({len(rest)} bytes left)")

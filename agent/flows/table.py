@@ -140,7 +140,8 @@ class FlowTable:
                      Track(StreamStart(seq, cap), None) if forward else
                      Track(StreamStart(None, cap), StreamStart(seq, cap)))
         entry_fwd, entry_rev = (flow, True, track, rkey), (flow, False, track, key)
-        self.flows[key], self.flows[rkey] = entry_fwd, entry_rev
+        # Reverse first: when both ends are one address and port, key == rkey and the forward entry must win.
+        self.flows[rkey], self.flows[key] = entry_rev, entry_fwd
         self.flows_started += 1
         if len(self.flows) > 2 * self.settings.max_flows:
             self._end(self.flows[next(iter(self.flows))])  # oldest first

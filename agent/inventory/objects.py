@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import sys
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from agent.model import (
@@ -20,6 +21,17 @@ KEPT_ANNOTATIONS = (REQUIRE_TLS_ANNOTATION, TLS_MIN_VERSION_ANNOTATION)
 # A Job created by a CronJob is named "<cronjob>-<scheduled minute since epoch>".
 _CRONJOB_JOB = re.compile(r"^(.+)-\d{8,}$")
 _intern = sys.intern
+# Replicas of a workload have equal labels and ports: one shared copy each keeps a cached
+# pod under 1 KiB (bench/bench_inventory.py). The cache only ever loses sharing when cleared.
+_shared: dict[Any, Any] = {}
+_SHARED_MAX = 200_000
+_NO_ANNOTATIONS: Mapping[str, str] = MappingProxyType({})
+
+
+def _share(key: Any, value: Any) -> Any:
+    if len(_shared) >= _SHARED_MAX:
+        _shared.clear()
+    return _shared.setdefault(key, value)
 
 
 class ObjectError(ValueError):
@@ -34,12 +46,13 @@ def parse_time(value: str | None) -> float | None:
 
 
 def _labels(meta: Mapping) -> dict[str, str]:
-    return {_intern(k): _intern(v) for k, v in (meta.get("labels") or {}).items()}
+    items = tuple((_intern(k), _intern(v)) for k, v in (meta.get("labels") or {}).items())
+    return _share(("labels", items), dict(items)) if items else {}
 
 
-def _annotations(meta: Mapping) -> dict[str, str]:
+def _annotations(meta: Mapping) -> Mapping[str, str]:
     found = meta.get("annotations") or {}
-    return {k: found[k] for k in KEPT_ANNOTATIONS if k in found}
+    return {k: found[k] for k in KEPT_ANNOTATIONS if k in found} or _NO_ANNOTATIONS
 
 
 def workload_of(meta: Mapping) -> str | None:
@@ -55,10 +68,10 @@ def workload_of(meta: Mapping) -> str | None:
         if kind == "ReplicaSet":
             template_hash = (meta.get("labels") or {}).get("pod-template-hash")
             if template_hash and name.endswith("-" + template_hash):
-                return "Deployment/" + name[: -len(template_hash) - 1]
+                return _intern("Deployment/" + name[: -len(template_hash) - 1])
         elif kind == "Job" and (match := _CRONJOB_JOB.match(name)):
-            return "CronJob/" + match.group(1)
-        return f"{kind}/{name}"
+            return _intern("CronJob/" + match.group(1))
+        return _intern(f"{kind}/{name}")
     return None
 
 
@@ -66,8 +79,10 @@ def _container_ports(spec: Mapping) -> tuple[ContainerPort, ...]:
     ports = []
     for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
         for p in container.get("ports") or ():
-            ports.append(ContainerPort(int(p["containerPort"]), p.get("protocol") or "TCP", p.get("name")))
-    return tuple(ports)
+            name = p.get("name")
+            ports.append(ContainerPort(int(p["containerPort"]), _intern(p.get("protocol") or "TCP"),
+                                       _intern(name) if name else None))
+    return _share(("ports", tuple(ports)), tuple(ports))
 
 
 def pod_from_dict(d: Mapping) -> Pod:
@@ -77,7 +92,8 @@ def pod_from_dict(d: Mapping) -> Pod:
         ips = (status["podIP"],)
     return Pod(
         namespace=_intern(meta["namespace"]), name=meta["name"], uid=meta.get("uid") or "",
-        labels=_labels(meta), ips=ips, node=spec.get("nodeName"), phase=status.get("phase") or "Pending",
+        labels=_labels(meta), ips=ips, node=_intern(spec.get("nodeName") or "") or None,
+        phase=_intern(status.get("phase") or "Pending"),
         host_network=bool(spec.get("hostNetwork")), ports=_container_ports(spec),
         annotations=_annotations(meta), workload=workload_of(meta),
         created=parse_time(meta.get("creationTimestamp")),
@@ -86,7 +102,7 @@ def pod_from_dict(d: Mapping) -> Pod:
 
 def namespace_from_dict(d: Mapping) -> Namespace:
     meta = d.get("metadata") or {}
-    labels = _labels(meta)
+    labels = dict(_labels(meta))  # its own copy: shared dicts are never mutated
     # The API server sets this label on every namespace (since 1.21); snapshots made by
     # hand may lack it, and namespaceSelectors rely on it.
     labels.setdefault("kubernetes.io/metadata.name", meta["name"])

@@ -183,7 +183,10 @@ class Store:
                             self._end(claim, ip, at)
         start = min(at, new.created) if live and new.created is not None else at
         for ip, endpoint in endpoints.items():
-            self._claim(ip, new, endpoint, start)
+            # Not before the previous owner let go: a pod is often created while the one
+            # whose IP it will get is still terminating.
+            released = max((c.end for c in self._claims.get(ip, ()) if c.end != INF), default=-INF)
+            self._claim(ip, new, endpoint, max(start, min(released, at)))
 
     @staticmethod
     def _pod_endpoint(pod: Pod, ip: str) -> Endpoint:
