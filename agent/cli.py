@@ -29,7 +29,8 @@ from agent.sinks.events import EventSink, FlowRecordSink
 from agent.sinks.metrics import MetricsSink
 from agent.sinks.summary import Progress, summary_lines
 
-USER_ERRORS = (PcapError, ClusterFileError, ConfigError, PolicyError, ObjectError, ValueError, OSError)
+USER_ERRORS = (PcapError, ClusterFileError, ConfigError, PolicyError, ObjectError, ValueError,
+               FileNotFoundError, IsADirectoryError, PermissionError)
 EXIT_USAGE = 2
 
 
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `flowwarden ... | head`: the reader left; no error to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ reasons; never IPs, ports or pod names.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, write_to_textfile
@@ -71,17 +72,34 @@ class MetricsSink:
                             ("src_namespace", "dst_namespace"), registry=registry)
         self.tls = Counter("flowwarden_tls_connections_total", "TLS connections, by version.",
                            ("version", "dst_namespace"), registry=registry)
+        self._children: dict[tuple, Counter] = {}
         self.judge_errors = Counter("flowwarden_judge_errors_total", "Judge exceptions (logged once each kind).",
                                     ("judge",), registry=registry)
 
     def emit(self, flow: Flow, src: Endpoint, dst: Endpoint, *, verdict: str, findings: Iterable[Finding]) -> None:
-        self.flows.labels(verdict).inc()
+        self._inc(self.flows, verdict)
         for f in findings:
-            self.violations.labels(f.kind, f.severity, _ns(src), _ns(dst)).inc()
+            self._inc(self.violations, f.kind, f.severity, _ns(src), _ns(dst))
         if verdict == DENY and flow.established:
-            self.gaps.labels(_ns(src), _ns(dst)).inc()
+            self._inc(self.gaps, _ns(src), _ns(dst))
         if flow.tls and flow.tls.get("version"):
-            self.tls.labels(flow.tls["version"], _ns(dst)).inc()
+            self._inc(self.tls, flow.tls["version"], _ns(dst))
+
+    def _inc(self, counter: Counter, *labels: str) -> None:
+        """`counter.labels(*labels).inc()`, with the labelled child looked up once per label set."""
+        key = (id(counter), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        child.inc()
+
+    def forget_namespace(self, namespace: str) -> None:
+        """Drop the series of a deleted namespace, keeping label cardinality bounded."""
+        for counter in (self.violations, self.gaps, self.tls):
+            for labels in [k[1] for k in self._children if k[0] == id(counter) and namespace in k[1]]:
+                with contextlib.suppress(KeyError):
+                    counter.remove(*labels)
+                del self._children[(id(counter), labels)]
 
     def write(self, path: str) -> None:
         """Atomically (temp file + rename) write the registry in the text format."""

@@ -1,0 +1,352 @@
+"""`flowwarden run`: the node agent the DaemonSet runs.
+
+Wiring only, like `pipeline.py` for replay: live capture (agent.capture.live) on
+the interfaces the netlink monitor reports -> a bounded queue -> the pipeline,
+driven by the main thread, which alone touches the pipeline (it also sweeps idle
+flows on the wall clock and closes event windows). The inventory is a `--cluster`
+file or the live API; its watch threads change the store under `inventory.lock`,
+which the pipeline thread holds while it judges. An HTTP server (prometheus
+client) serves /metrics, /healthz and /readyz. SIGHUP reloads the config,
+SIGTERM/SIGINT stop capture, flush flows and events, and exit 0.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import orjson
+from prometheus_client import CollectorRegistry, Histogram, Info, ProcessCollector, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from agent.capture.conntrack import probe_conntrack
+from agent.capture.interfaces import LinkMonitor, parse_patterns
+from agent.capture.live import BATCH, LiveCapture
+from agent.config import Config, ConfigError, load_config
+from agent.inventory.snapshot import load_cluster
+from agent.inventory.store import Store
+from agent.judges import build_judges
+from agent.pipeline import Pipeline
+from agent.sinks.events import EventSink, FlowRecordSink
+from agent.sinks.metrics import MetricsSink
+
+log = logging.getLogger("flowwarden.run")
+TICK = 1.0  # seconds between wall-clock sweeps of the flow table
+STALL = 5.0  # /healthz fails when a loop has not turned for this long
+TCP_SEGMENTS_PER_FLOW = 8  # data segments per flow direction per 10 s reaching the table
+PAYLOAD_BYTES = 4096  # payload bytes of a data segment kept by the kernel filter
+
+
+@dataclass
+class RunOptions:
+    config: str | None = None
+    cluster: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    interfaces: str | None = None
+    listen: str = "0.0.0.0:9847"
+    events: str | None = None
+    flows: str | None = None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line on stderr; a traceback stays inside its line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) +
+                f".{int(record.msecs):03d}Z", "level": record.levelname.lower(),
+                "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line).decode()
+
+
+def json_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+class TimedJudge:
+    """A judge whose calls are timed into `flowwarden_judge_duration_seconds{judge}`."""
+
+    def __init__(self, judge: Any, histogram: Histogram):
+        self.inner, self.name = judge, judge.name
+        self._observe = histogram.labels(judge.name).observe
+
+    def judge(self, flow, src, dst):
+        started = time.perf_counter()
+        try:
+            return self.inner.judge(flow, src, dst)
+        finally:
+            self._observe(time.perf_counter() - started)
+
+    def on_change(self, kind: str, old, new) -> None:
+        if hasattr(self.inner, "on_change"):
+            self.inner.on_change(kind, old, new)
+
+
+class CaptureCollector:
+    """Capture counters read at scrape time (the capture thread holds no metric)."""
+
+    def __init__(self, agent: "Agent"):
+        self.agent = agent
+
+    def collect(self):
+        capture = self.agent.capture
+        drops = CounterMetricFamily("flowwarden_capture_kernel_drops", "Packets the kernel dropped because "
+                                    "the socket buffer was full (PACKET_STATISTICS), by interface; "
+                                    "interfaces that went away add up under `_detached`.", labels=["interface"])
+        passed = CounterMetricFamily("flowwarden_capture_kernel_packets", "Packets the kernel filter passed "
+                                     "to the agent, by interface.", labels=["interface"])
+        for name, (packets, dropped) in sorted(capture.kernel_stats().items()):
+            drops.add_metric([name], dropped)
+            passed.add_metric([name], packets)
+        yield from (drops, passed)
+        yield GaugeMetricFamily("flowwarden_capture_interfaces", "Interfaces captured on.",
+                                value=len(capture.interfaces))
+        yield CounterMetricFamily("flowwarden_capture_duplicates", "Copies of a packet already seen on "
+                                  "another interface (veth and bridge), skipped.", value=capture.dedup.duplicates)
+        limited = CounterMetricFamily("flowwarden_capture_limited", "Packets past their flow's budget, "
+                                      "skipped before the pipeline.", labels=["protocol"])
+        for proto, n in sorted(capture.budget.limited.items()):
+            limited.add_metric([proto], n)
+        yield limited
+        yield GaugeMetricFamily("flowwarden_capture_queue_batches", "Batches waiting for the pipeline.",
+                                value=self.agent.queue.qsize())
+        yield CounterMetricFamily("flowwarden_events_written", "Event lines written.",
+                                  value=self.agent.events.written)
+        yield GaugeMetricFamily("flowwarden_conntrack_available", "1 when the kernel conntrack table is "
+                                "readable (probed at start; not used as a source yet).",
+                                value=float(self.agent.conntrack))
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:  # scrapes are not worth a log line each
+        pass
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--listen {listen}: expected HOST:PORT, e.g. 0.0.0.0:9847 or [::]:9847")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Agent:
+    def __init__(self, options: RunOptions):
+        self.options = options
+        self.config = load_config(options.config)
+        host, port = parse_listen(options.listen)
+        self.inventory, self.store = self._inventory()
+        self.lock = self.inventory.lock if self.inventory is not None else threading.RLock()
+        self.registry = CollectorRegistry()
+        self._events_file = open(options.events, "ab") if options.events else None
+        self._flows_file = open(options.flows, "ab") if options.flows else None
+        self.events = EventSink(self._events_file or sys.stdout.buffer, window=self.config.events.window)
+        self.pipeline = Pipeline(view=self.store, config=self.config, events=self.events,
+                                 flow_records=FlowRecordSink(self._flows_file) if self._flows_file else None)
+        self.pipeline.metrics = MetricsSink(self.registry, self.pipeline.stats())
+        self.judge_time = Histogram("flowwarden_judge_duration_seconds", "Time a judge takes per flow.",
+                                    ["judge"], registry=self.registry,
+                                    buckets=(1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 0.1))
+        self.pipeline.judges = [TimedJudge(j, self.judge_time) for j in self.pipeline.judges]
+        self.store.subscribe(self._on_change)
+        c = self.config.capture
+        self.queue: queue.Queue = queue.Queue(maxsize=max(2, c.queue_size // BATCH))
+        self.capture = LiveCapture(self.queue, udp_packets_per_flow=c.udp_packets_per_flow,
+                                   tcp_segments_per_flow=TCP_SEGMENTS_PER_FLOW, payload_bytes=PAYLOAD_BYTES)
+        self.monitor = LinkMonitor(self._patterns(self.config), on_add=self.capture.attach,
+                                   on_remove=self.capture.detach)
+        self.conntrack = probe_conntrack()
+        self._register_metrics()
+        self.server = self._server(host, port)
+        self.heartbeat = time.monotonic()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._queue_drops_seen = 0
+
+    # --- building ------------------------------------------------------------------
+    def _inventory(self):
+        o, grace = self.options, self.config.inventory.grace
+        if o.cluster:
+            return None, load_cluster(o.cluster, store=Store(history=False, grace=grace))
+        from agent.inventory.live import api_client
+        from agent.inventory.watch import Inventory
+        store = Store(grace=grace)
+        return Inventory(api_client(o.kubeconfig, o.context), store,
+                         logger=logging.getLogger("flowwarden.inventory")), store
+
+    def _patterns(self, config: Config) -> tuple[str, ...]:
+        return parse_patterns(self.options.interfaces if self.options.interfaces else config.capture.interfaces)
+
+    def _register_metrics(self) -> None:
+        ProcessCollector(registry=self.registry)
+        try:
+            version = metadata.version("flowwarden")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        Info("flowwarden_build", "Version of the running agent.", registry=self.registry).info(
+            {"version": version, "python": ".".join(map(str, sys.version_info[:3]))})
+        self.registry.register(CaptureCollector(self))
+        if self.inventory is not None:
+            from agent.sinks.kube_collector import KubeCollector
+            self.registry.register(KubeCollector(self.inventory))
+
+    def _server(self, host: str, port: int) -> _Server:
+        metrics = make_wsgi_app(self.registry)
+
+        def app(environ, start_response):
+            path = environ.get("PATH_INFO", "")
+            if path in ("/healthz", "/readyz"):
+                ok, why = self.healthy() if path == "/healthz" else self.ready()
+                start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+                return [why.encode() + b"\n"]
+            if path == "/metrics":
+                return metrics(environ, start_response)
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"try /metrics, /healthz or /readyz\n"]
+
+        server_class = type("Server", (_Server,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+        try:
+            return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+        except OSError as e:
+            raise ConfigError(f"--listen {self.options.listen}: {e.strerror}") from e
+
+    # --- state -----------------------------------------------------------------------
+    def healthy(self) -> tuple[bool, str]:
+        now = time.monotonic()
+        for name, beat in (("capture", self.capture.heartbeat), ("pipeline", self.heartbeat)):
+            if now - beat > STALL:
+                return False, f"{name} loop stalled for {now - beat:.0f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if self.inventory is not None and not self.inventory.ready:
+            errors = self.inventory.errors
+            return False, "inventory: " + ("; ".join(errors.values()) if errors else "not synced")
+        if not self.capture.interfaces:
+            return False, "capture: no interface attached"
+        return True, "ok"
+
+    def _on_change(self, kind: str, old, new) -> None:
+        for judge in self.pipeline.judges:  # the current judges, also after a reload
+            judge.on_change(kind, old, new)
+
+    # --- running -------------------------------------------------------------------------
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        if self.inventory is not None:
+            self.inventory.start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
+                         name="flowwarden-http", daemon=True).start()
+        self.capture.start()
+        self.monitor.start()
+        log.info("started: capturing on %d interface(s) matching %s; metrics on %s",
+                 len(self.monitor.known), ",".join(self.monitor.patterns), self.options.listen)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _on_stop(self, signum, _frame) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        self._stop.set()
+
+    def _loop(self) -> None:
+        next_tick = 0.0
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            try:
+                batch = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                batch = None
+            with self.lock:
+                if batch:
+                    self._feed(batch)
+                now = time.time()
+                if now >= next_tick:
+                    self._tick(now)
+                    next_tick = now + TICK
+            self.heartbeat = time.monotonic()
+
+    def _feed(self, batch: list) -> None:
+        self.pipeline.feed(batch)
+        for _ in range(64):  # take what else is waiting while we hold the lock
+            try:
+                self.pipeline.feed(self.queue.get_nowait())
+            except queue.Empty:
+                return
+
+    def _tick(self, now: float) -> None:
+        self.pipeline.table.sweep(now)
+        if self.events.due(now):
+            self.events.flush()
+        if self.pipeline.flow_records is not None:
+            self.pipeline.flow_records.flush()
+        dropped = self.capture.queue_dropped
+        if dropped > self._queue_drops_seen:
+            self.pipeline.count_drop("queue", "full", dropped - self._queue_drops_seen)
+            self._queue_drops_seen = dropped
+
+    def reload(self) -> None:
+        """SIGHUP: read the config again; a bad one is logged and the old one kept."""
+        try:
+            config = load_config(self.options.config)
+            judges = [TimedJudge(j, self.judge_time) for j in build_judges(config, self.store)]
+        except (ConfigError, ValueError) as e:
+            log.error("reload failed, keeping the running config: %s", e)
+            return
+        with self.lock:
+            self.config = self.pipeline.config = config
+            self.pipeline.judges = judges
+            s, f = self.pipeline.table.settings, config.flows
+            s.tcp_timeout, s.udp_timeout, s.closed_linger, s.max_flows = (
+                f.tcp_timeout, f.udp_timeout, f.closed_linger, f.max_flows)
+            self.events.window = config.events.window
+            self.capture.budget.udp = config.capture.udp_packets_per_flow
+        self.monitor.set_patterns(self._patterns(config))
+        self.monitor.sync()
+        log.info("reloaded %s (capture.queue_size applies at the next start)", self.options.config)
+
+    def _shutdown(self) -> None:
+        """Stop capture, judge what was captured, flush sinks: well within 5 s."""
+        self.monitor.stop()
+        self.capture.stop()
+        with self.lock:
+            while True:
+                try:
+                    self.pipeline.feed(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._tick(time.time())
+            self.pipeline.finish()
+        for f in (self._events_file, self._flows_file):
+            if f is not None:
+                f.close()
+        self.server.shutdown()
+        self.server.server_close()
+        if self.inventory is not None:
+            self.inventory.stop(timeout=1.0)
+        log.info("stopped: %d packets, %d flows judged", self.pipeline.table.packets, self.pipeline.totals.flows)
+
