@@ -46,7 +46,11 @@ class CaptureConfig:
     interfaces: list[str] = field(default_factory=list)
     """Interface names or globs; empty = discover pod veths, CNI bridges and overlays."""
     udp_packets_per_flow: int = 4
-    """UDP packets per flow that the kernel filter lets through (live capture)."""
+    """UDP packets per flow direction per 10 s that reach the flow table (live capture)."""
+    tcp_segments_per_flow: int = 8
+    """TCP data segments per flow direction per 10 s that reach the flow table (live capture)."""
+    payload_bytes: int = 4096
+    """Payload bytes of a TCP data segment the kernel filter keeps (enough for a ClientHello)."""
     queue_size: int = 65536
     """Frames held between capture and the pipeline; past it frames drop and are counted."""
 

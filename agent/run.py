@@ -42,8 +42,6 @@ from agent.sinks.metrics import MetricsSink
 log = logging.getLogger("flowwarden.run")
 TICK = 1.0  # seconds between wall-clock sweeps of the flow table
 STALL = 5.0  # /healthz fails when a loop has not turned for this long
-TCP_SEGMENTS_PER_FLOW = 8  # data segments per flow direction per 10 s reaching the table
-PAYLOAD_BYTES = 4096  # payload bytes of a data segment kept by the kernel filter
 
 
 @dataclass
@@ -170,7 +168,7 @@ class Agent:
         c = self.config.capture
         self.queue: queue.Queue = queue.Queue(maxsize=max(2, c.queue_size // BATCH))
         self.capture = LiveCapture(self.queue, udp_packets_per_flow=c.udp_packets_per_flow,
-                                   tcp_segments_per_flow=TCP_SEGMENTS_PER_FLOW, payload_bytes=PAYLOAD_BYTES)
+                                   tcp_segments_per_flow=c.tcp_segments_per_flow, payload_bytes=c.payload_bytes)
         self.monitor = LinkMonitor(self._patterns(self.config), on_add=self.capture.attach,
                                    on_remove=self.capture.detach)
         self.conntrack = probe_conntrack()
@@ -325,6 +323,7 @@ class Agent:
                 f.tcp_timeout, f.udp_timeout, f.closed_linger, f.max_flows)
             self.events.window = config.events.window
             self.capture.budget.udp = config.capture.udp_packets_per_flow
+            self.capture.budget.tcp = config.capture.tcp_segments_per_flow
         self.monitor.set_patterns(self._patterns(config))
         self.monitor.sync()
         log.info("reloaded %s (capture.queue_size applies at the next start)", self.options.config)
