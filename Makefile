@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 FW     := $(VENV)/bin/flowwarden
 # System tools the live tests and the pcap recording need (Debian package names).
-SYSTEM_TOOLS := ip:iproute2 tcpdump:tcpdump openssl:openssl curl:curl
+SYSTEM_TOOLS := ip:iproute2 tcpdump:tcpdump openssl:openssl curl:curl nft:nftables
 SCENARIOS := $(sort $(dir $(wildcard pcaps/*/cluster.json)))
 
 .PHONY: demo test bench tools lint clean record

@@ -53,6 +53,10 @@ class CaptureConfig:
     """Payload bytes of a TCP data segment the kernel filter keeps (enough for a ClientHello)."""
     queue_size: int = 65536
     """Frames held between capture and the pipeline; past it frames drop and are counted."""
+    conntrack: bool = True
+    """Use the kernel's connection tracker, where available, for complete counters and Service DNAT."""
+    conntrack_wait: float = 130.0
+    """Seconds an ended flow waits for conntrack's final counters (TCP TIME_WAIT is 120 s); 0 judges at once."""
 
 
 @dataclass

@@ -41,6 +41,11 @@ TCP, UDP, SCTP, ICMP, ICMPV6 = "TCP", "UDP", "SCTP", "ICMP", "ICMPv6"
 PROTOCOLS = {6: TCP, 17: UDP, 132: SCTP, 1: ICMP, 58: ICMPV6}
 JUDGED_PROTOCOLS = frozenset((TCP, UDP, SCTP))
 
+# Where a flow's packets/bytes come from (Flow.accounting), and conntrack event kinds.
+CAPTURE = "capture"  # what the capture let through: handshakes, ends, the first data segments
+CONNTRACK = "conntrack"  # the kernel's complete counters (nf_conntrack_acct=1)
+CT_NEW, CT_DESTROY = "new", "destroy"
+
 # Pod phases whose pod no longer owns its IP.
 TERMINAL_PHASES = frozenset(("Succeeded", "Failed"))
 
@@ -162,6 +167,26 @@ class Flow:
     server_bytes: bytes = b""
     app: str | None = None
     tls: dict | None = None
+    orig_dst: tuple[str, int] | None = None  # ClusterIP:port the client dialled, when conntrack saw DNAT
+    accounting: str = CAPTURE  # CONNTRACK once the kernel's complete counters replaced the captured ones
+
+
+@dataclass(slots=True, frozen=True)
+class ConntrackEvent:
+    """One connection-tracker event (capture/conntrack.py -> flows/merge.py).
+
+    `orig` is the tuple as the initiator sent it, `reply` as the responder
+    answers: reply src != orig dst means DNAT (ClusterIP -> backend pod),
+    reply dst != orig src means SNAT. Tuples are (src, dst, sport, dport).
+    """
+    kind: str  # CT_NEW or CT_DESTROY
+    at: float  # wall clock when the agent read it
+    protocol: int  # IP protocol number
+    orig: tuple[str, str, int, int]
+    reply: tuple[str, str, int, int]
+    seen_reply: bool = False
+    counters: tuple[int, int, int, int] | None = None  # packets, bytes orig; packets, bytes reply (DESTROY)
+    id: int = 0
 
 
 @dataclass(slots=True, frozen=True)

@@ -28,10 +28,11 @@ import orjson
 from prometheus_client import CollectorRegistry, Histogram, Info, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from agent.capture.conntrack import probe_conntrack
+from agent.capture.conntrack import ConntrackReader, probe_conntrack
 from agent.capture.interfaces import LinkMonitor, parse_patterns
 from agent.capture.live import BATCH, LiveCapture
 from agent.config import Config, ConfigError, load_config
+from agent.flows.merge import ConntrackMerge
 from agent.inventory.snapshot import load_cluster
 from agent.inventory.store import Store
 from agent.judges import build_judges
@@ -42,6 +43,7 @@ from agent.sinks.metrics import MetricsSink
 log = logging.getLogger("flowwarden.run")
 TICK = 1.0  # seconds between wall-clock sweeps of the flow table
 STALL = 5.0  # /healthz fails when a loop has not turned for this long
+CONNTRACK_QUEUE = 1024  # batches of conntrack events waiting for the pipeline
 
 
 @dataclass
@@ -125,9 +127,24 @@ class CaptureCollector:
                                 value=self.agent.queue.qsize())
         yield CounterMetricFamily("flowwarden_events_written", "Event lines written.",
                                   value=self.agent.events.written)
-        yield GaugeMetricFamily("flowwarden_conntrack_available", "1 when the kernel conntrack table is "
-                                "readable (probed at start; not used as a source yet).",
-                                value=float(self.agent.conntrack))
+        yield GaugeMetricFamily("flowwarden_conntrack_available", "1 when conntrack events are read "
+                                "(probed at start).", value=float(self.agent.ct_reader is not None))
+        reader, merge = self.agent.ct_reader, self.agent.merge
+        if reader is not None and merge is not None:
+            yield CounterMetricFamily("flowwarden_conntrack_events", "Conntrack NEW/DESTROY events read.",
+                                      value=reader.events)
+            lost = CounterMetricFamily("flowwarden_conntrack_lost", "Conntrack loss: events dropped on a full "
+                                       "queue; socket overruns (ENOBUFS, events uncounted).", labels=["reason"])
+            merged = CounterMetricFamily("flowwarden_conntrack_flows", "How packet flows and conntrack "
+                                         "entries were merged.", labels=["outcome"])
+            for family, label, n in ((lost, "queue-full", reader.dropped), (lost, "overrun", reader.overruns),
+                                     (merged, "completed", merge.completed), (merged, "duplicate", merge.duplicates),
+                                     (merged, "conntrack-only", merge.conntrack_only),
+                                     (merged, "expired", merge.expired), (merged, "evicted", merge.evicted)):
+                family.add_metric([label], n)
+            yield from (lost, merged)
+            yield GaugeMetricFamily("flowwarden_conntrack_parked_flows", "Ended flows waiting for their "
+                                    "conntrack DESTROY.", value=len(merge.parked))
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -172,6 +189,8 @@ class Agent:
         self.monitor = LinkMonitor(self._patterns(self.config), on_add=self.capture.attach,
                                    on_remove=self.capture.detach)
         self.conntrack = probe_conntrack()
+        self.ct_queue: queue.Queue = queue.Queue(maxsize=CONNTRACK_QUEUE)
+        self.ct_reader, self.merge = self._conntrack() if self.conntrack else (None, None)
         self._register_metrics()
         self.server = self._server(host, port)
         self.heartbeat = time.monotonic()
@@ -189,6 +208,21 @@ class Agent:
         store = Store(grace=grace)
         return Inventory(api_client(o.kubeconfig, o.context), store,
                          logger=logging.getLogger("flowwarden.inventory")), store
+
+    def _conntrack(self) -> tuple[ConntrackReader | None, ConntrackMerge | None]:
+        if not self.config.capture.conntrack:
+            log.info("conntrack disabled by capture.conntrack; packet capture alone accounts for connections")
+            return None, None
+        try:
+            reader = ConntrackReader(self.ct_queue)
+        except OSError as e:
+            log.info("conntrack events unavailable (%s); packet capture alone accounts for connections", e)
+            return None, None
+        table = self.pipeline.table
+        merge = ConntrackMerge(table, self.pipeline.judge_flow, wait=self.config.capture.conntrack_wait,
+                               max_entries=self.config.flows.max_flows, clock=time.time)
+        table.on_end = merge.on_end
+        return reader, merge
 
     def _patterns(self, config: Config) -> tuple[str, ...]:
         return parse_patterns(self.options.interfaces if self.options.interfaces else config.capture.interfaces)
@@ -256,6 +290,8 @@ class Agent:
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
                          name="flowwarden-http", daemon=True).start()
         self.capture.start()
+        if self.ct_reader is not None:
+            self.ct_reader.start()
         self.monitor.start()
         log.info("started: capturing on %d interface(s) matching %s; metrics on %s",
                  len(self.monitor.known), ",".join(self.monitor.patterns), self.options.listen)
@@ -282,6 +318,7 @@ class Agent:
             with self.lock:
                 if batch:
                     self._feed(batch)
+                self._feed_conntrack()
                 now = time.time()
                 if now >= next_tick:
                     self._tick(now)
@@ -296,8 +333,17 @@ class Agent:
             except queue.Empty:
                 return
 
+    def _feed_conntrack(self, limit: int = 64) -> None:
+        for _ in range(limit if self.merge is not None else 0):
+            try:
+                self.merge.feed(self.ct_queue.get_nowait())
+            except queue.Empty:
+                return
+
     def _tick(self, now: float) -> None:
         self.pipeline.table.sweep(now)
+        if self.merge is not None:
+            self.merge.sweep(now)
         if self.events.due(now):
             self.events.flush()
         if self.pipeline.flow_records is not None:
@@ -332,13 +378,18 @@ class Agent:
         """Stop capture, judge what was captured, flush sinks: well within 5 s."""
         self.monitor.stop()
         self.capture.stop()
+        if self.ct_reader is not None:
+            self.ct_reader.stop()
         with self.lock:
             while True:
                 try:
                     self.pipeline.feed(self.queue.get_nowait())
                 except queue.Empty:
                     break
+            self._feed_conntrack(CONNTRACK_QUEUE)
             self._tick(time.time())
+            if self.merge is not None:
+                self.merge.finish()  # parked flows are judged with what is known now
             self.pipeline.finish()
         for f in (self._events_file, self._flows_file):
             if f is not None:

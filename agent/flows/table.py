@@ -184,6 +184,14 @@ class FlowTable:
                                   dst_port=flow.dst_port)
         self.on_end(flow, result)
 
+    def end(self, key: bytes) -> bool:
+        """End the flow stored under `key` (either direction) now; False when there is none."""
+        entry = self.flows.get(key)
+        if entry is None:
+            return False
+        self._end(entry)
+        return True
+
     def sweep(self, now: float) -> int:
         """End idle and closed flows; amortised so the sweep costs O(1) per packet."""
         s = self.settings

@@ -35,6 +35,11 @@ def endpoint_record(ep: Endpoint, port: int | None) -> dict:
     return record
 
 
+def _orig_dst(flow: Flow) -> dict | None:
+    """The Service address the client dialled, when conntrack saw it translated to the backend."""
+    return {"ip": flow.orig_dst[0], "port": flow.orig_dst[1]} if flow.orig_dst else None
+
+
 def _who(ep: Endpoint) -> tuple:
     """An endpoint's identity for grouping: its pod or service, else its address."""
     if ep.kind == POD and ep.pod:
@@ -73,7 +78,7 @@ class EventSink:
                 "src": endpoint_record(src, flow.src_port), "dst": endpoint_record(dst, flow.dst_port),
                 "established": flow.established, "policies": list(finding.policies),
                 "reasons": list(finding.reasons), "requirement": finding.requirement,
-                "app": flow.app, "tls": flow.tls,
+                "app": flow.app, "tls": flow.tls, "orig_dst": _orig_dst(flow),
                 "community_id": community_id(flow.src_ip, flow.dst_ip, flow.src_port, flow.dst_port,
                                              flow.protocol),
             }
@@ -137,6 +142,7 @@ class FlowRecordSink:
             "community_id": community_id(flow.src_ip, flow.dst_ip, flow.src_port, flow.dst_port, flow.protocol),
             "verdict": verdict, "app": flow.app, "tls": flow.tls,
             "findings": sorted({f.kind for f in findings}),
+            "orig_dst": _orig_dst(flow), "accounting": flow.accounting,
         }
         self._pending.append(orjson.dumps(record, option=_DUMPS_OPTS))
         if len(self._pending) >= 1024:
