@@ -162,14 +162,27 @@ def tls_record(cls: Classification) -> dict | None:
 class TlsJudge:
     """Findings `plaintext` and `tls-version` for judged TCP flows."""
 
+    name = "tls"
+
     def __init__(self, view: ClusterView, rules: list[TlsRule] | tuple = ()) -> None:
         self._view = view
         self._rules = tuple(rules)
+        # (dst kind, uid or ip, port) -> Requirement: a requirement is looked up per flow, but
+        # only changes when the cluster does.
+        self._requirements: dict[tuple, Requirement] = {}
+
+    def on_change(self, kind: str, old, new) -> None:
+        """Any change of a pod, namespace, service or its endpoints may change a requirement."""
+        if kind != "NetworkPolicy" and kind != "Node":
+            self._requirements.clear()
 
     def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
         if flow.protocol != TCP or flow.mid_stream or flow.app in NOT_JUDGED_APPS:
             return []
-        req = self.requirement(dst, flow.dst_port)
+        key = (dst.kind, dst.uid or dst.ip, flow.dst_port)
+        req = self._requirements.get(key)
+        if req is None:
+            req = self._requirements[key] = self.requirement(dst, flow.dst_port)
         tls = flow.tls or {}
         if flow.app != "tls" and not tls:
             if not req.required:

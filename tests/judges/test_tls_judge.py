@@ -166,3 +166,15 @@ def test_tls_record_carries_metadata_only():
                       "ja3": record["ja3"]}
     assert len(record["ja3"]) == 32
     assert tls_record(classify(b"GET / HTTP/1.1\r\n", b"", dst_port=80)) is None
+
+
+def test_a_changed_namespace_annotation_reaches_the_next_flow_after_on_change():
+    view = View(ns={"db": Namespace("db", {}, {})})
+    judge_ = TlsJudge(view)
+    assert judge_.judge(flow(), SRC, pod()) == []
+    old = view.ns["db"]
+    view.ns["db"] = Namespace("db", {}, {REQ: "true"})
+    assert judge_.judge(flow(), SRC, pod()) == [], "cached until the inventory reports the change"
+    judge_.on_change("Namespace", old, view.ns["db"])
+    [finding] = judge_.judge(flow(), SRC, pod())
+    assert finding.requirement == "namespace db annotation flowwarden.io/require-tls=true"
