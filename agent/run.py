@@ -6,7 +6,7 @@ driven by the main thread, which alone touches the pipeline (it also sweeps idle
 flows on the wall clock and closes event windows). The inventory is a `--cluster`
 file or the live API; its watch threads change the store under `inventory.lock`,
 which the pipeline thread holds while it judges. An HTTP server (prometheus
-client) serves /metrics, /healthz and /readyz. SIGHUP reloads the config,
+client, agent.sinks.exposition) serves /metrics, /healthz and /readyz. SIGHUP reloads the config,
 SIGTERM/SIGINT stop capture, flush flows and events, and exit 0.
 """
 from __future__ import annotations
@@ -14,19 +14,13 @@ from __future__ import annotations
 import logging
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from importlib import metadata
-from socketserver import ThreadingMixIn
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import Any, Callable
 
 import orjson
-from prometheus_client import CollectorRegistry, Histogram, Info, ProcessCollector, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from agent.capture.conntrack import ConntrackReader, probe_conntrack
 from agent.capture.interfaces import LinkMonitor, parse_patterns
@@ -38,6 +32,7 @@ from agent.inventory.store import Store
 from agent.judges import build_judges
 from agent.pipeline import Pipeline
 from agent.sinks.events import EventSink, FlowRecordSink
+from agent.sinks.exposition import AgentMetrics, serve
 from agent.sinks.metrics import MetricsSink
 
 log = logging.getLogger("flowwarden.run")
@@ -79,11 +74,11 @@ def json_logging() -> None:
 
 
 class TimedJudge:
-    """A judge whose calls are timed into `flowwarden_judge_duration_seconds{judge}`."""
+    """A judge whose calls are timed (`flowwarden_judge_duration_seconds{judge}`)."""
 
-    def __init__(self, judge: Any, histogram: Histogram):
+    def __init__(self, judge: Any, observe: Callable[[float], None]):
         self.inner, self.name = judge, judge.name
-        self._observe = histogram.labels(judge.name).observe
+        self._observe = observe
 
     def judge(self, flow, src, dst):
         started = time.perf_counter()
@@ -95,65 +90,6 @@ class TimedJudge:
     def on_change(self, kind: str, old, new) -> None:
         if hasattr(self.inner, "on_change"):
             self.inner.on_change(kind, old, new)
-
-
-class CaptureCollector:
-    """Capture counters read at scrape time (the capture thread holds no metric)."""
-
-    def __init__(self, agent: "Agent"):
-        self.agent = agent
-
-    def collect(self):
-        capture = self.agent.capture
-        drops = CounterMetricFamily("flowwarden_capture_kernel_drops", "Packets the kernel dropped because "
-                                    "the socket buffer was full (PACKET_STATISTICS), by interface; "
-                                    "interfaces that went away add up under `_detached`.", labels=["interface"])
-        passed = CounterMetricFamily("flowwarden_capture_kernel_packets", "Packets the kernel filter passed "
-                                     "to the agent, by interface.", labels=["interface"])
-        for name, (packets, dropped) in sorted(capture.kernel_stats().items()):
-            drops.add_metric([name], dropped)
-            passed.add_metric([name], packets)
-        yield from (drops, passed)
-        yield GaugeMetricFamily("flowwarden_capture_interfaces", "Interfaces captured on.",
-                                value=len(capture.interfaces))
-        yield CounterMetricFamily("flowwarden_capture_duplicates", "Copies of a packet already seen on "
-                                  "another interface (veth and bridge), skipped.", value=capture.dedup.duplicates)
-        limited = CounterMetricFamily("flowwarden_capture_limited", "Packets past their flow's budget, "
-                                      "skipped before the pipeline.", labels=["protocol"])
-        for proto, n in sorted(capture.budget.limited.items()):
-            limited.add_metric([proto], n)
-        yield limited
-        yield GaugeMetricFamily("flowwarden_capture_queue_batches", "Batches waiting for the pipeline.",
-                                value=self.agent.queue.qsize())
-        yield CounterMetricFamily("flowwarden_events_written", "Event lines written.",
-                                  value=self.agent.events.written)
-        yield GaugeMetricFamily("flowwarden_conntrack_available", "1 when conntrack events are read "
-                                "(probed at start).", value=float(self.agent.ct_reader is not None))
-        reader, merge = self.agent.ct_reader, self.agent.merge
-        if reader is not None and merge is not None:
-            yield CounterMetricFamily("flowwarden_conntrack_events", "Conntrack NEW/DESTROY events read.",
-                                      value=reader.events)
-            lost = CounterMetricFamily("flowwarden_conntrack_lost", "Conntrack loss: events dropped on a full "
-                                       "queue; socket overruns (ENOBUFS, events uncounted).", labels=["reason"])
-            merged = CounterMetricFamily("flowwarden_conntrack_flows", "How packet flows and conntrack "
-                                         "entries were merged.", labels=["outcome"])
-            for family, label, n in ((lost, "queue-full", reader.dropped), (lost, "overrun", reader.overruns),
-                                     (merged, "completed", merge.completed), (merged, "duplicate", merge.duplicates),
-                                     (merged, "conntrack-only", merge.conntrack_only),
-                                     (merged, "expired", merge.expired), (merged, "evicted", merge.evicted)):
-                family.add_metric([label], n)
-            yield from (lost, merged)
-            yield GaugeMetricFamily("flowwarden_conntrack_parked_flows", "Ended flows waiting for their "
-                                    "conntrack DESTROY.", value=len(merge.parked))
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args) -> None:  # scrapes are not worth a log line each
-        pass
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -170,17 +106,15 @@ class Agent:
         host, port = parse_listen(options.listen)
         self.inventory, self.store = self._inventory()
         self.lock = self.inventory.lock if self.inventory is not None else threading.RLock()
-        self.registry = CollectorRegistry()
+        self.exposition = AgentMetrics()
+        self.registry = self.exposition.registry
         self._events_file = open(options.events, "ab") if options.events else None
         self._flows_file = open(options.flows, "ab") if options.flows else None
         self.events = EventSink(self._events_file or sys.stdout.buffer, window=self.config.events.window)
         self.pipeline = Pipeline(view=self.store, config=self.config, events=self.events,
                                  flow_records=FlowRecordSink(self._flows_file) if self._flows_file else None)
         self.pipeline.metrics = MetricsSink(self.registry, self.pipeline.stats())
-        self.judge_time = Histogram("flowwarden_judge_duration_seconds", "Time a judge takes per flow.",
-                                    ["judge"], registry=self.registry,
-                                    buckets=(1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 0.1))
-        self.pipeline.judges = [TimedJudge(j, self.judge_time) for j in self.pipeline.judges]
+        self.pipeline.judges = self._timed(self.pipeline.judges)
         self.store.subscribe(self._on_change)
         c = self.config.capture
         self.queue: queue.Queue = queue.Queue(maxsize=max(2, c.queue_size // BATCH))
@@ -191,8 +125,11 @@ class Agent:
         self.conntrack = probe_conntrack()
         self.ct_queue: queue.Queue = queue.Queue(maxsize=CONNTRACK_QUEUE)
         self.ct_reader, self.merge = self._conntrack() if self.conntrack else (None, None)
-        self._register_metrics()
-        self.server = self._server(host, port)
+        self.exposition.register_agent(self, self.inventory)
+        try:
+            self.server = serve(host, port, self.registry, healthy=self.healthy, ready=self.ready)
+        except OSError as e:
+            raise ConfigError(f"--listen {options.listen}: {e.strerror}") from e
         self.heartbeat = time.monotonic()
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -227,38 +164,8 @@ class Agent:
     def _patterns(self, config: Config) -> tuple[str, ...]:
         return parse_patterns(self.options.interfaces if self.options.interfaces else config.capture.interfaces)
 
-    def _register_metrics(self) -> None:
-        ProcessCollector(registry=self.registry)
-        try:
-            version = metadata.version("flowwarden")
-        except metadata.PackageNotFoundError:
-            version = "unknown"
-        Info("flowwarden_build", "Version of the running agent.", registry=self.registry).info(
-            {"version": version, "python": ".".join(map(str, sys.version_info[:3]))})
-        self.registry.register(CaptureCollector(self))
-        if self.inventory is not None:
-            from agent.sinks.kube_collector import KubeCollector
-            self.registry.register(KubeCollector(self.inventory))
-
-    def _server(self, host: str, port: int) -> _Server:
-        metrics = make_wsgi_app(self.registry)
-
-        def app(environ, start_response):
-            path = environ.get("PATH_INFO", "")
-            if path in ("/healthz", "/readyz"):
-                ok, why = self.healthy() if path == "/healthz" else self.ready()
-                start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
-                return [why.encode() + b"\n"]
-            if path == "/metrics":
-                return metrics(environ, start_response)
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"try /metrics, /healthz or /readyz\n"]
-
-        server_class = type("Server", (_Server,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
-        try:
-            return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
-        except OSError as e:
-            raise ConfigError(f"--listen {self.options.listen}: {e.strerror}") from e
+    def _timed(self, judges: list) -> list:
+        return [TimedJudge(j, self.exposition.judge_timer(j.name)) for j in judges]
 
     # --- state -----------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
@@ -357,7 +264,7 @@ class Agent:
         """SIGHUP: read the config again; a bad one is logged and the old one kept."""
         try:
             config = load_config(self.options.config)
-            judges = [TimedJudge(j, self.judge_time) for j in build_judges(config, self.store)]
+            judges = self._timed(build_judges(config, self.store))
         except (ConfigError, ValueError) as e:
             log.error("reload failed, keeping the running config: %s", e)
             return

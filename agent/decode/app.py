@@ -8,6 +8,16 @@ plaintext protocols people run in clusters. The TLS judge turns "not TLS where
 TLS is required" into a finding, so a recogniser must never call TLS plaintext;
 an unrecognised stream is `unknown-plaintext`, an empty one `unknown`.
 Bytes in, value out; malformed input never raises.
+
+`complete` tells the flow table it may stop feeding bytes: for TLS only once
+the server's first answer is read (its ServerHello, or bytes that clearly are
+not one), for an upgrade once the answer to it decided the outcome. The table
+classifies again when a connection ends, so an unanswered hello is still
+reported. classify runs on every new segment until then, so it dispatches on
+the first bytes before any regex or recogniser loop.
+
+Public API: `classify(client, server, *, dst_port) -> Classification` and the
+app name constants (TLS, HTTP, ... UNKNOWN_PLAINTEXT, UNKNOWN).
 """
 from __future__ import annotations
 
@@ -17,11 +27,10 @@ from dataclasses import dataclass
 
 from agent.decode.tls import ClientHello, Incomplete, ServerHello, parse_client_hello, parse_server_hello
 
-U16 = struct.Struct("!H")
-U32 = struct.Struct("!I")
 LE_U32 = struct.Struct("<I")
 MONGO_HEADER = struct.Struct("<iiii")  # messageLength, requestID, responseTo, opCode
 KAFKA_HEADER = struct.Struct("!ihhih")  # size, api_key, api_version, correlation_id, client_id len
+PG_HEADER = struct.Struct("!II")  # PostgreSQL protocol §55.7: length, protocol or request code
 DNS_HEADER = struct.Struct("!HHHHHHH")  # RFC 1035 §4.2.2 length + §4.1.1 header
 
 TLS, HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS = "tls", "http", "http2", "redis", "postgresql", "mysql", "dns"
@@ -39,15 +48,19 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
 HTTP_METHODS = frozenset(  # RFC 9110 §9 plus WebDAV/PATCH
     b"GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PROPFIND PROPPATCH MKCOL COPY MOVE "
     b"LOCK UNLOCK REPORT".split())
+MAX_METHOD = max(map(len, HTTP_METHODS))
 MYSQL_CLIENT_SSL = 0x0800  # MySQL capability flag CLIENT_SSL
 MYSQL_PROTOCOL_41 = 0x0200
 MONGO_OPCODES = frozenset((2004, 2010, 2012, 2013))  # OP_QUERY, OP_COMMAND, OP_COMPRESSED, OP_MSG
 LDAP_STARTTLS_OID = b"1.3.6.1.4.1.1466.20037"  # RFC 4511 §4.14.1
 RESP_ARRAY = re.compile(rb"\*[0-9]{1,6}\r\n\$[0-9]{1,9}\r\n")  # Redis RESP command array
 RESP_INLINE = re.compile(rb"[A-Za-z]{2,16}( [^\r\n]*)?\r?\n")
-SMTP_CMD = re.compile(rb"(EHLO|HELO|LHLO) ", re.I)
-IMAP_CMD = re.compile(rb"[A-Za-z0-9.]{1,20} (CAPABILITY|LOGIN|STARTTLS|AUTHENTICATE|ID|NOOP)\b", re.I)
-POP3_CMD = re.compile(rb"(CAPA|STLS|USER |APOP |AUTH)", re.I)
+# SMTP, IMAP, POP3 first commands; the first alternative that matches names the protocol.
+MAIL_CMD = re.compile(rb"(EHLO |HELO |LHLO )"
+                      rb"|([A-Za-z0-9.]{1,20} (?:CAPABILITY|LOGIN|STARTTLS|AUTHENTICATE|ID|NOOP)\b)"
+                      rb"|(CAPA|STLS|USER |APOP |AUTH)", re.I)
+MAIL_CMD_FIRST = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.")
+MAIL_GREETING_FIRST = (b"2", b"*", b"+")  # "220 ", "* OK", "+OK"
 STARTTLS_LINE = re.compile(rb"^(?:[A-Za-z0-9.]{1,20} )?(STARTTLS|STLS)\r?\n", re.I | re.M)
 
 
@@ -62,55 +75,73 @@ class Classification:
     tunnel: str | None = None  # TLS found inside "socks4", "socks5" or "http-connect"
 
 
+# Answers without a hello are immutable and few: share them instead of building one per call.
+_DECIDED = {app: Classification(app) for app in (
+    HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS, SMTP, IMAP, POP3, AMQP, KAFKA, MONGODB, LDAP,
+    UNKNOWN_PLAINTEXT)}
+_WAITING = {app: Classification(app, complete=False) for app in (
+    UNKNOWN, UNKNOWN_PLAINTEXT, POSTGRESQL, MYSQL, LDAP, SMTP, IMAP, POP3)}
+
+
 def classify(client: bytes, server: bytes, *, dst_port: int) -> Classification:
     """Classify a connection from the first bytes each side sent."""
     if not client:
-        return Classification(UNKNOWN, complete=False)
+        return _WAITING[UNKNOWN]
     if _looks_tls(client):
-        got = _tls_at(client, server, app=TLS)
+        got = _tls_at(client, server, upgraded=None)
         if got is not None:
             return got
-    for upgrade in (_postgresql, _mysql, _ldap, _text_mail):
-        got = upgrade(client, server, dst_port=dst_port)
-        if got is not None:
-            return got
-    for tunnel in (_socks4, _socks5, _http_connect):
-        found = tunnel(client, server)
-        if found is not None:
-            return _inner(found, client, server, dst_port=dst_port)
+    # Each recogniser runs only when the first bytes allow it to match; the
+    # order below (upgrades, tunnels, plaintext) decides overlaps.
+    first, got = client[0], None
+    if first == 0:
+        got = _postgresql(client, server)
+    if got is None and client[3:4] == b"\x01":
+        got = _mysql(client, server, dst_port=dst_port)
+    if got is None and first == 0x30:
+        got = _ldap(client, server)
+    if got is None and (first in MAIL_CMD_FIRST or server[:1] in MAIL_GREETING_FIRST):
+        got = _text_mail(client, server)
+    if got is not None:
+        return got
+    found = (_socks4(client, server) if first == 4 else _socks5(client, server) if first == 5 else
+             _http_connect(client, server) if first == 0x43 else None)
+    if found is not None:
+        return _inner(found, client, server, dst_port=dst_port)
     app = _plaintext(client, dst_port=dst_port)
     if app is not None:
-        return Classification(app)
-    return Classification(UNKNOWN_PLAINTEXT, complete=len(client) >= MIN_DECIDE)
+        return _DECIDED[app]
+    return _DECIDED[UNKNOWN_PLAINTEXT] if len(client) >= MIN_DECIDE else _WAITING[UNKNOWN_PLAINTEXT]
 
 
 def _looks_tls(data: bytes) -> bool:
     return data[0] == 0x16 or (data[0] & 0x80 != 0 and data[2:3] == b"\x01")
 
 
-def _tls_at(client: bytes, server: bytes, *, app: str, upgraded: str | None = None) -> Classification | None:
+def _tls_at(client: bytes, server: bytes, *, upgraded: str | None) -> Classification | None:
     """TLS if `client` starts with a ClientHello; None when it does not."""
     hello = parse_client_hello(client)
     if hello is None:
         return None
-    if isinstance(hello, Incomplete):
+    if hello.__class__ is Incomplete:
         return Classification(TLS, tls=True, upgraded=upgraded, complete=False)
-    answer = parse_server_hello(server)
-    return Classification(
-        TLS, tls=True, upgraded=upgraded, client_hello=hello,
-        server_hello=answer if isinstance(answer, ServerHello) else None,
-    )
+    answer = parse_server_hello(server) if server else None
+    if answer.__class__ is ServerHello:
+        return Classification(TLS, tls=True, upgraded=upgraded, client_hello=hello, server_hello=answer)
+    # No or partial answer: wait. Anything else (an alert, text) decided the connection.
+    return Classification(TLS, tls=True, upgraded=upgraded, complete=bool(server) and answer is None,
+                          client_hello=hello)
 
 
 def _after_upgrade(rest: bytes, server: bytes, *, app: str, upgraded: str) -> Classification:
     """What follows an accepted-or-declined upgrade request: TLS, or plaintext `app`."""
     if not rest:
-        return Classification(app, complete=False)
+        return _WAITING[app]
     if _looks_tls(rest):
-        got = _tls_at(rest, server, app=app, upgraded=upgraded)
+        got = _tls_at(rest, server, upgraded=upgraded)
         if got is not None:
             return got
-    return Classification(app)  # declined upgrade, client went on in plaintext
+    return _DECIDED[app]  # declined upgrade, client went on in plaintext
 
 
 # --- tunnels: the real conversation starts at an offset -------------------------
@@ -184,17 +215,19 @@ def _http_connect(client: bytes, server: bytes) -> tuple[str, int | None, int] |
 
 # --- in-protocol upgrades --------------------------------------------------------
 
-def _postgresql(client: bytes, server: bytes, *, dst_port: int) -> Classification | None:
+def _postgresql(client: bytes, server: bytes) -> Classification | None:
     if client.startswith(PG_SSL_REQUEST):
+        if len(client) == 8 and server[:1] not in (b"", b"S"):
+            return _DECIDED[POSTGRESQL]  # "N" (or an error): the server declined TLS
         return _after_upgrade(client[8:], server[1:], app=POSTGRESQL, upgraded=POSTGRESQL_SSL)
     if len(client) >= 4 and PG_SSL_REQUEST.startswith(client):
-        return Classification(POSTGRESQL, complete=False)
+        return _WAITING[POSTGRESQL]
     if len(client) >= 8:
-        length, code = struct.unpack_from("!II", client)
+        length, code = PG_HEADER.unpack_from(client)
         if code == PG_GSSENC and length == 8:
             return Classification(POSTGRESQL, upgraded="postgresql-gssenc")
         if (code == PG_PROTOCOL_3 and 8 < length < 10000) or (code == PG_CANCEL and length == 16):
-            return Classification(POSTGRESQL)
+            return _DECIDED[POSTGRESQL]
     return None
 
 
@@ -211,10 +244,10 @@ def _mysql(client: bytes, server: bytes, *, dst_port: int) -> Classification | N
     if caps & MYSQL_CLIENT_SSL and length == 32:  # SSLRequest: capabilities only, then TLS
         s_off = 4 + int.from_bytes(server[:3], "little") if greeted else len(server)
         return _after_upgrade(client[36:], server[s_off:], app=MYSQL, upgraded=MYSQL_SSL)
-    return Classification(MYSQL)
+    return _DECIDED[MYSQL]
 
 
-def _ldap(client: bytes, server: bytes, *, dst_port: int) -> Classification | None:
+def _ldap(client: bytes, server: bytes) -> Classification | None:
     """LDAPMessage (RFC 4511 §4.1.1): SEQUENCE { messageID INTEGER, protocolOp [APPLICATION n] }."""
     size = _ber_size(client)
     if size is None or len(client) < 5:
@@ -227,9 +260,9 @@ def _ldap(client: bytes, server: bytes, *, dst_port: int) -> Classification | No
     if op_at >= len(client) or not 0x60 <= client[op_at] <= 0x7F:
         return None
     if LDAP_STARTTLS_OID not in client[:size]:
-        return Classification(LDAP)
+        return _DECIDED[LDAP]
     if len(client) < size:
-        return Classification(LDAP, complete=False)
+        return _WAITING[LDAP]
     reply = _ber_size(server)
     return _after_upgrade(client[size:], server[reply or len(server):], app=LDAP, upgraded=LDAP_STARTTLS)
 
@@ -246,14 +279,14 @@ def _ber_size(data: bytes) -> int | None:
     return 2 + n + int.from_bytes(data[2:2 + n], "big")
 
 
-def _text_mail(client: bytes, server: bytes, *, dst_port: int) -> Classification | None:
+def _text_mail(client: bytes, server: bytes) -> Classification | None:
     """SMTP/IMAP/POP3 (server speaks first), with STARTTLS/STLS (RFC 3207, 2595)."""
     app = _mail_app(client, server)
     if app is None:
         return None
     cmd = STARTTLS_LINE.search(client)
     if cmd is None:
-        return Classification(app)
+        return _DECIDED[app]
     return _after_upgrade(client[cmd.end():], server[_tls_start(server):], app=app, upgraded=STARTTLS)
 
 
@@ -264,13 +297,8 @@ def _mail_app(client: bytes, server: bytes) -> str | None:
         return IMAP
     if server.startswith(b"+OK"):
         return POP3
-    if SMTP_CMD.match(client):
-        return SMTP
-    if IMAP_CMD.match(client):
-        return IMAP
-    if POP3_CMD.match(client):
-        return POP3
-    return None
+    cmd = MAIL_CMD.match(client)
+    return None if cmd is None else (SMTP, IMAP, POP3)[cmd.lastindex - 1]
 
 
 def _tls_start(server: bytes) -> int:
@@ -287,22 +315,26 @@ def _tls_start(server: bytes) -> int:
 # --- plaintext recognisers ------------------------------------------------------
 
 def _plaintext(client: bytes, *, dst_port: int) -> str | None:
-    if client.startswith(H2_PREFACE[:len(client)]) and len(client) >= 4:
+    first = client[0]
+    if first == 0x50 and len(client) >= 4 and H2_PREFACE.startswith(client[:len(H2_PREFACE)]):
         return HTTP2
-    method = client.split(b" ", 1)
-    if len(method) == 2 and method[0] in HTTP_METHODS:
+    space = client.find(b" ", 1, MAX_METHOD + 1)
+    if space > 0 and client[:space] in HTTP_METHODS:
         return HTTP
-    if client.startswith(b"AMQP"):
+    if first == 0x41 and client.startswith(b"AMQP"):
         return AMQP
-    if RESP_ARRAY.match(client) or (dst_port == 6379 and RESP_INLINE.match(client)):
+    if (first == 0x2A and RESP_ARRAY.match(client)) or (dst_port == 6379 and RESP_INLINE.match(client)):
         return REDIS
-    for recogniser, app in ((_is_mongodb, MONGODB), (_is_kafka, KAFKA), (_is_dns, DNS)):
-        if recogniser(client, dst_port=dst_port):
-            return app
+    if _is_mongodb(client):
+        return MONGODB
+    if _is_kafka(client, dst_port=dst_port):
+        return KAFKA
+    if _is_dns(client, dst_port=dst_port):
+        return DNS
     return None
 
 
-def _is_mongodb(client: bytes, *, dst_port: int) -> bool:
+def _is_mongodb(client: bytes) -> bool:
     if len(client) < MONGO_HEADER.size:
         return False
     length, _, response_to, opcode = MONGO_HEADER.unpack_from(client)

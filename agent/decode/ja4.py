@@ -9,11 +9,13 @@ ignore GREASE values. Pure functions over the ClientHello's fields.
 from __future__ import annotations
 
 import hashlib
+import struct
 from typing import Protocol
 
 EXT_SERVER_NAME = 0x0000  # RFC 6066 §3
 EXT_ALPN = 0x0010  # RFC 7301 §3.1
 EMPTY_HASH = "000000000000"  # JA4: an empty list is shown as zeros, not sha256("")
+GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))  # RFC 8701 §2: 0x0A0A ... 0xFAFA
 
 JA4_VERSIONS = {  # JA4.md "TLS and DTLS Version"
     0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300: "s3",
@@ -35,7 +37,7 @@ class _Hello(Protocol):
 
 def is_grease(value: int) -> bool:
     """RFC 8701 §2: 0x0A0A, 0x1A1A, ..., 0xFAFA."""
-    return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
+    return value in GREASE
 
 
 def _alnum(byte: int) -> bool:
@@ -57,7 +59,7 @@ def _alpn_chars(value: bytes | None) -> str:
 
 
 def _version(hello: _Hello) -> str:
-    offered = [v for v in hello.version_codes if not is_grease(v)]
+    offered = [v for v in hello.version_codes if v not in GREASE]
     code = max(offered) if offered else hello.legacy_version_code
     return JA4_VERSIONS.get(code, "00")
 
@@ -68,18 +70,21 @@ def _sha12(text: str) -> str:
 
 def ja4_parts(hello: _Hello, *, transport: str = "t") -> tuple[str, str, str]:
     """(JA4_a, raw sorted ciphers, raw sorted extensions_sigalgs): JA4_r's pieces."""
-    ciphers = [c for c in hello.ciphers if not is_grease(c)]
-    exts = [e for e in hello.extensions if not is_grease(e)]
+    ciphers = [c for c in hello.ciphers if c not in GREASE]
+    exts = [e for e in hello.extensions if e not in GREASE]
     head = "%s%s%s%02d%02d%s" % (
         transport, _version(hello), "d" if EXT_SERVER_NAME in exts else "i",
         min(len(ciphers), 99), min(len(exts), 99), _alpn_chars(hello.alpn_first),
     )
-    cipher_list = ",".join(f"{c:04x}" for c in sorted(ciphers))
-    ext_list = ",".join(
-        f"{e:04x}" for e in sorted(exts) if e not in (EXT_SERVER_NAME, EXT_ALPN)
-    )
-    sigs = ",".join(f"{s:04x}" for s in hello.sig_algs if not is_grease(s))
+    cipher_list = _hex_list(sorted(ciphers))
+    ext_list = _hex_list(sorted([e for e in exts if e != EXT_SERVER_NAME and e != EXT_ALPN]))
+    sigs = _hex_list([s for s in hello.sig_algs if s not in GREASE])
     return head, cipher_list, f"{ext_list}_{sigs}" if sigs else ext_list
+
+
+def _hex_list(values: list[int]) -> str:
+    """[0x1301, 0xc02f] -> "1301,c02f" (JA4's 4-digit lowercase hex, comma-separated)."""
+    return struct.pack(f"!{len(values)}H", *values).hex(",", 2)
 
 
 def ja4(hello: _Hello, *, transport: str = "t") -> str:
@@ -91,13 +96,14 @@ def ja4(hello: _Hello, *, transport: str = "t") -> str:
 
 
 def ja3_string(hello: _Hello) -> str:
-    def dashed(values: tuple[int, ...]) -> str:
-        return "-".join(str(v) for v in values if not is_grease(v))
-
     return ",".join((
-        str(hello.legacy_version_code), dashed(hello.ciphers), dashed(hello.extensions),
-        dashed(hello.groups), "-".join(str(p) for p in hello.point_formats),
+        str(hello.legacy_version_code), _dashed(hello.ciphers), _dashed(hello.extensions),
+        _dashed(hello.groups), "-".join(map(str, hello.point_formats)),
     ))
+
+
+def _dashed(values: tuple[int, ...]) -> str:
+    return "-".join(map(str, [v for v in values if v not in GREASE]))
 
 
 def ja3(hello: _Hello) -> str:

@@ -5,16 +5,28 @@ we say whether they are a TLS handshake and pull out the metadata flowwarden
 reports (versions, SNI, ALPN, cipher suites) and fingerprints (JA4, JA3). Bytes
 in, value out: `Incomplete(needed)` when the handshake is cut short, `None`
 when the bytes are not a TLS hello. Malformed lengths never raise.
+
+This runs on the flow path, once per new segment until a connection is
+classified, so parsing is one pass of index arithmetic over the buffer: the
+outer structure is checked, SNI, ALPN and supported_versions are decoded, and
+everything only the fingerprints need (cipher, extension, signature algorithm,
+group and point format lists; JA4; JA3) is decoded from kept raw bytes on
+first access.
+
+Public API: `parse_client_hello`, `parse_server_hello`, `ClientHello`,
+`ServerHello`, `Incomplete`, `version_name`, `VERSIONS`, `VERSION_ORDER`.
 """
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from agent.decode.ja4 import is_grease, ja3, ja4
+from agent.decode import ja4 as fingerprint
+from agent.decode.ja4 import GREASE
 
 RECORD_HEADER = struct.Struct("!BHH")  # RFC 8446 §5.1: type, legacy_record_version, length
-U16 = struct.Struct("!H")
+EXT_HEADER = struct.Struct("!HH")  # RFC 8446 §4.2: extension_type, extension_data length
+SSL2_HEADER = struct.Struct("!HHHH")  # RFC 6101 E.2: version, cipher_spec, session_id, challenge lengths
 
 CONTENT_HANDSHAKE = 22  # RFC 8446 §5.1
 HANDSHAKE_CLIENT_HELLO = 1  # RFC 8446 §4
@@ -29,6 +41,7 @@ EXT_SIGNATURE_ALGORITHMS = 0x000D  # RFC 8446 §4.2.3
 EXT_ALPN = 0x0010  # RFC 7301 §3.1
 EXT_SUPPORTED_VERSIONS = 0x002B  # RFC 8446 §4.2.1
 SNI_HOST_NAME = 0  # RFC 6066 §3
+_MALFORMED = object()  # an inner length lies: keep what an earlier copy of the extension said
 
 VERSIONS = {  # RFC 6101, 2246, 4346, 5246, 8446; 0x0002 is SSL 2.0's version
     0x0002: "ssl2", 0x0300: "ssl3", 0x0301: "1.0", 0x0302: "1.1",
@@ -41,34 +54,101 @@ def version_name(value: int) -> str:
     return VERSIONS.get(value) or f"0x{value:04x}"
 
 
+def _u16s(raw: bytes) -> tuple[int, ...]:
+    return struct.unpack(f"!{len(raw) >> 1}H", raw)
+
+
 @dataclass(slots=True, frozen=True)
 class Incomplete:
     """More bytes are needed: at least `needed` bytes from the start in total."""
     needed: int
 
 
-@dataclass(slots=True, frozen=True)
 class ClientHello:
-    legacy_version: str
-    offered_versions: tuple[str, ...]  # supported_versions minus GREASE, else legacy_version
-    sni: str | None
-    alpn: tuple[str, ...]
-    ciphers: tuple[int, ...]  # as sent, GREASE included
-    extensions: tuple[int, ...]  # as sent, GREASE included
-    sig_algs: tuple[int, ...] = ()
-    groups: tuple[int, ...] = ()
-    point_formats: tuple[int, ...] = ()
-    legacy_version_code: int = 0
-    version_codes: tuple[int, ...] = ()  # supported_versions as sent
-    alpn_first: bytes | None = None  # first ALPN value, raw (JA4 reads its bytes)
-    length: int = 0  # bytes of the stream the hello's records occupy
-    ja4: str = ""
-    ja3: str = ""
+    """A decoded ClientHello. Read-only by convention; lists are as sent, GREASE included.
+
+    `ciphers`, `extensions`, `sig_algs`, `groups`, `point_formats`, `ja4` and
+    `ja3` are computed from the kept raw bytes when first read.
+    """
+
+    __slots__ = ("legacy_version_code", "version_codes", "offered_versions", "sni", "alpn",
+                 "alpn_first", "length", "_cipher_bytes", "_ext_block", "_ext_fields", "_ja4", "_ja3")
+
+    def __init__(self, legacy_version_code: int, version_codes: tuple[int, ...], sni: str | None,
+                 alpn_raw: list[bytes], length: int, cipher_bytes: bytes, ext_block: bytes) -> None:
+        self.legacy_version_code = legacy_version_code
+        self.version_codes = version_codes  # supported_versions as sent
+        # supported_versions minus GREASE, else legacy_version
+        self.offered_versions = tuple(VERSIONS.get(v) or f"0x{v:04x}" for v in version_codes
+                                      if v not in GREASE) or (version_name(legacy_version_code),)
+        self.sni = sni
+        self.alpn = tuple(v.decode("utf-8", "backslashreplace") for v in alpn_raw)
+        self.alpn_first = alpn_raw[0] if alpn_raw else None  # raw: JA4 reads its bytes
+        self.length = length  # bytes of the stream the hello's records occupy
+        self._cipher_bytes = cipher_bytes  # cipher_suites, 2 bytes each
+        self._ext_block = ext_block  # the extensions vector's content, outer lengths checked
+        self._ext_fields: tuple | None = None
+        self._ja4: str | None = None
+        self._ja3: str | None = None
+
+    @property
+    def legacy_version(self) -> str:
+        return version_name(self.legacy_version_code)
 
     @property
     def highest_version(self) -> str | None:
         known = [v for v in self.offered_versions if v in VERSION_ORDER]
         return max(known, key=VERSION_ORDER.index) if known else None
+
+    @property
+    def ciphers(self) -> tuple[int, ...]:
+        return _u16s(self._cipher_bytes)
+
+    @property
+    def extensions(self) -> tuple[int, ...]:
+        return (self._ext_fields or self._decode_extensions())[0]
+
+    @property
+    def sig_algs(self) -> tuple[int, ...]:
+        return (self._ext_fields or self._decode_extensions())[1]
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        return (self._ext_fields or self._decode_extensions())[2]
+
+    @property
+    def point_formats(self) -> tuple[int, ...]:
+        return (self._ext_fields or self._decode_extensions())[3]
+
+    @property
+    def ja4(self) -> str:
+        if self._ja4 is None:
+            self._ja4 = fingerprint.ja4(self)
+        return self._ja4
+
+    @property
+    def ja3(self) -> str:
+        if self._ja3 is None:
+            self._ja3 = fingerprint.ja3(self)
+        return self._ja3
+
+    def _decode_extensions(self) -> tuple:
+        self._ext_fields = _extension_fields(self._ext_block)
+        return self._ext_fields
+
+    def _key(self) -> tuple:
+        return (self.legacy_version_code, self.version_codes, self.sni, self.alpn, self.alpn_first,
+                self.length, self._cipher_bytes, self._ext_block)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClientHello) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"ClientHello(offered_versions={self.offered_versions!r}, sni={self.sni!r}, "
+                f"alpn={self.alpn!r}, length={self.length}, ja4={self.ja4!r})")
 
 
 @dataclass(slots=True, frozen=True)
@@ -76,49 +156,6 @@ class ServerHello:
     version: str  # negotiated: supported_versions (TLS 1.3) else legacy_version
     cipher: int
     extensions: tuple[int, ...] = ()
-
-
-class _Malformed(Exception):
-    """A length that lies inside a hello: the bytes are not a valid handshake."""
-
-
-class _Reader:
-    __slots__ = ("buf", "pos", "end")
-
-    def __init__(self, buf: bytes, pos: int = 0, end: int | None = None) -> None:
-        self.buf, self.pos = buf, pos
-        self.end = len(buf) if end is None else end
-
-    def take(self, n: int) -> bytes:
-        if self.pos + n > self.end:
-            raise _Malformed
-        out = self.buf[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return U16.unpack(self.take(2))[0]
-
-    def vector(self, width: int) -> "_Reader":
-        n = self.u8() if width == 1 else self.u16()
-        start = self.pos
-        self.take(n)
-        return _Reader(self.buf, start, start + n)
-
-    def left(self) -> int:
-        return self.end - self.pos
-
-    def take_all(self) -> bytes:
-        return self.take(self.left())
-
-    def u16s(self) -> tuple[int, ...]:
-        if self.left() % 2:
-            raise _Malformed
-        raw = self.take(self.left())
-        return struct.unpack(f"!{len(raw) // 2}H", raw)
 
 
 def _handshake(data: bytes, msg_type: int) -> tuple[bytes, int] | Incomplete | None:
@@ -165,88 +202,131 @@ def _need(data: bytes, pos: int, needed: int) -> Incomplete | None:
 
 def parse_client_hello(data: bytes) -> ClientHello | Incomplete | None:
     """The first ClientHello of a client stream; None when it is not TLS."""
-    if data[:1] and data[0] & 0x80 and len(data) >= 3 and data[2] == HANDSHAKE_CLIENT_HELLO:
+    size = len(data)
+    if size >= 3 and data[0] & 0x80 and data[2] == HANDSHAKE_CLIENT_HELLO:
         return _parse_sslv2(data)
+    # Nearly every hello is one whole record: parse it in place, no copy.
+    if size >= 9 and data[0] == CONTENT_HANDSHAKE and data[1] == 3 and data[5] == HANDSHAKE_CLIENT_HELLO:
+        record = (data[3] << 8) | data[4]
+        msg_end = 9 + ((data[6] << 16) | (data[7] << 8) | data[8])
+        if msg_end <= 5 + record <= size and record <= MAX_RECORD:
+            return _client_hello(data, 9, msg_end, 5 + record)
     got = _handshake(data, HANDSHAKE_CLIENT_HELLO)
     if not isinstance(got, tuple):
         return got
     body, consumed = got
-    try:
-        return _client_hello(_Reader(body), consumed)
-    except _Malformed:
+    return _client_hello(body, 0, len(body), consumed)
+
+
+def _client_hello(buf: bytes, pos: int, end: int, consumed: int) -> ClientHello | None:
+    """The ClientHello body in buf[pos:end] (RFC 8446 §4.1.2); None when an outer length lies."""
+    if pos + 35 > end:
         return None
+    legacy = (buf[pos] << 8) | buf[pos + 1]
+    pos += 35 + buf[pos + 34]  # legacy_version, random, legacy_session_id
+    if pos + 2 > end:
+        return None
+    n = (buf[pos] << 8) | buf[pos + 1]
+    cipher_bytes = buf[pos + 2:pos + 2 + n]
+    pos += 2 + n
+    if n & 1 or pos >= end:
+        return None
+    pos += 1 + buf[pos]  # legacy_compression_methods
+    if pos > end:
+        return None
+    sni, alpn, versions = None, [], b""
+    ext_start = ext_end = pos
+    if pos < end:  # extensions are optional before TLS 1.2 (RFC 5246 §7.4.1.2)
+        if pos + 2 > end:
+            return None
+        ext_start, ext_end = pos + 2, pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+        if ext_end > end:
+            return None
+        pos = ext_start
+        while pos < ext_end:
+            if pos + 4 > ext_end:
+                return None
+            ext_type, n = EXT_HEADER.unpack_from(buf, pos)
+            pos += 4
+            stop = pos + n
+            if stop > ext_end:
+                return None
+            # A lying inner length drops only that extension's value.
+            if ext_type == EXT_SERVER_NAME:
+                got = _server_name(buf, pos, stop)
+                if got is not _MALFORMED:
+                    sni = got
+            elif ext_type == EXT_ALPN:
+                got = _alpn(buf, pos, stop)
+                if got is not _MALFORMED:
+                    alpn = got
+            elif ext_type == EXT_SUPPORTED_VERSIONS and n and not buf[pos] & 1 and buf[pos] < n:
+                versions = buf[pos + 1:pos + 1 + buf[pos]]
+            pos = stop
+    return ClientHello(legacy, _u16s(versions), sni, alpn, consumed, cipher_bytes, buf[ext_start:ext_end])
 
 
-def _client_hello(r: _Reader, consumed: int) -> ClientHello:
-    legacy = r.u16()
-    r.take(32)  # random
-    r.vector(1)  # legacy_session_id
-    ciphers = r.vector(2).u16s()
-    r.vector(1)  # legacy_compression_methods
-    fields: dict = {"extensions": []}
-    if r.left():  # extensions are optional before TLS 1.2 (RFC 5246 §7.4.1.2)
-        exts = r.vector(2)
-        while exts.left():
-            ext_type = exts.u16()
-            _client_extension(ext_type, exts.vector(2), fields)
-            fields["extensions"].append(ext_type)
-    codes = fields.get("versions", ())
-    offered = tuple(version_name(v) for v in codes if not is_grease(v))
-    if not offered:
-        offered = (version_name(legacy),)
-    alpn_raw = fields.get("alpn", ())
-    hello = ClientHello(
-        legacy_version=version_name(legacy),
-        offered_versions=offered,
-        sni=fields.get("sni"),
-        alpn=tuple(v.decode("utf-8", "backslashreplace") for v in alpn_raw),
-        ciphers=ciphers,
-        extensions=tuple(fields["extensions"]),
-        sig_algs=fields.get("sig_algs", ()),
-        groups=fields.get("groups", ()),
-        point_formats=fields.get("point_formats", ()),
-        legacy_version_code=legacy,
-        version_codes=codes,
-        alpn_first=alpn_raw[0] if alpn_raw else None,
-        length=consumed,
-    )
-    return _with_fingerprints(hello)
-
-
-def _with_fingerprints(hello: ClientHello) -> ClientHello:
-    return replace(hello, ja4=ja4(hello), ja3=ja3(hello))
-
-
-def _client_extension(ext_type: int, r: _Reader, fields: dict) -> None:
-    """Decode the extensions we report; a lying inner length drops only that value."""
-    try:
-        if ext_type == EXT_SERVER_NAME:
-            fields["sni"] = _server_name(r.vector(2))
-        elif ext_type == EXT_ALPN:
-            names = r.vector(2)
-            values = []
-            while names.left():
-                values.append(names.vector(1).take_all())
-            fields["alpn"] = tuple(values)
-        elif ext_type == EXT_SUPPORTED_VERSIONS:
-            fields["versions"] = r.vector(1).u16s()
-        elif ext_type == EXT_SIGNATURE_ALGORITHMS:
-            fields["sig_algs"] = r.vector(2).u16s()
-        elif ext_type == EXT_SUPPORTED_GROUPS:
-            fields["groups"] = r.vector(2).u16s()
-        elif ext_type == EXT_EC_POINT_FORMATS:
-            fields["point_formats"] = tuple(r.vector(1).take_all())
-    except _Malformed:
-        pass
-
-
-def _server_name(names: _Reader) -> str | None:
-    while names.left():
-        name_type = names.u8()
-        value = names.vector(2).take_all()
+def _server_name(buf: bytes, pos: int, end: int) -> str | None | object:
+    """RFC 6066 §3 ServerNameList: the first host_name, None when it has none."""
+    if pos + 2 > end:
+        return _MALFORMED
+    stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+    if stop > end:
+        return _MALFORMED
+    pos += 2
+    while pos < stop:
+        if pos + 3 > stop:
+            return _MALFORMED
+        name_type, n = buf[pos], (buf[pos + 1] << 8) | buf[pos + 2]
+        pos += 3
+        if pos + n > stop:
+            return _MALFORMED
         if name_type == SNI_HOST_NAME:
-            return value.decode("utf-8", "backslashreplace")
+            return buf[pos:pos + n].decode("utf-8", "backslashreplace")
+        pos += n
     return None
+
+
+def _alpn(buf: bytes, pos: int, end: int) -> list[bytes] | object:
+    """RFC 7301 §3.1 ProtocolNameList, raw names."""
+    if pos + 2 > end:
+        return _MALFORMED
+    stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+    if stop > end:
+        return _MALFORMED
+    pos += 2
+    names = []
+    while pos < stop:
+        n = buf[pos]
+        pos += 1
+        if pos + n > stop:
+            return _MALFORMED
+        names.append(buf[pos:pos + n])
+        pos += n
+    return names
+
+
+def _extension_fields(block: bytes) -> tuple:
+    """(extension types, sig_algs, groups, point_formats) of a checked extensions block."""
+    types, sig_algs, groups, formats = [], (), (), ()
+    pos, end = 0, len(block)
+    while pos < end:
+        ext_type, n = EXT_HEADER.unpack_from(block, pos)
+        pos += 4
+        stop = pos + n
+        types.append(ext_type)
+        if ext_type == EXT_SIGNATURE_ALGORITHMS or ext_type == EXT_SUPPORTED_GROUPS:
+            size = (block[pos] << 8) | block[pos + 1] if n >= 2 else 1
+            if not size & 1 and pos + 2 + size <= stop:
+                values = _u16s(block[pos + 2:pos + 2 + size])
+                if ext_type == EXT_SIGNATURE_ALGORITHMS:
+                    sig_algs = values
+                else:
+                    groups = values
+        elif ext_type == EXT_EC_POINT_FORMATS and n and block[pos] < n:
+            formats = tuple(block[pos + 1:pos + 1 + block[pos]])
+        pos = stop
+    return tuple(types), sig_algs, groups, formats
 
 
 def _parse_sslv2(data: bytes) -> ClientHello | Incomplete | None:
@@ -254,7 +334,7 @@ def _parse_sslv2(data: bytes) -> ClientHello | Incomplete | None:
     length = ((data[0] & 0x7F) << 8) | data[1]
     if len(data) < 11:
         return Incomplete(11)
-    version, spec_len, sid_len, chal_len = struct.unpack_from("!HHHH", data, 3)
+    version, spec_len, sid_len, chal_len = SSL2_HEADER.unpack_from(data, 3)
     if version >> 8 not in (0, 3) or spec_len % 3 or length != 9 + spec_len + sid_len + chal_len:
         return None
     if not 16 <= chal_len <= 32 or sid_len not in (0, 16):
@@ -262,38 +342,55 @@ def _parse_sslv2(data: bytes) -> ClientHello | Incomplete | None:
     if len(data) < 2 + length:
         return Incomplete(2 + length)
     specs = data[11:11 + spec_len]
-    ciphers = tuple(
-        int.from_bytes(specs[i + 1:i + 3], "big") for i in range(0, spec_len, 3) if specs[i] == 0
-    )
-    name = version_name(version)
-    hello = ClientHello(
-        legacy_version=name, offered_versions=(name,), sni=None, alpn=(),
-        ciphers=ciphers, extensions=(), legacy_version_code=version, length=2 + length,
-    )
-    return _with_fingerprints(hello)
+    ciphers = b"".join(specs[i + 1:i + 3] for i in range(0, spec_len, 3) if specs[i] == 0)
+    return ClientHello(version, (), None, [], 2 + length, ciphers, b"")
 
 
 def parse_server_hello(data: bytes) -> ServerHello | Incomplete | None:
-    """The ServerHello opening a server stream; None when it is not TLS."""
+    """The ServerHello opening a server stream; None when it is not TLS.
+
+    A ServerHello is read as soon as its message is whole, even when the rest
+    of its record (TLS 1.2 servers add Certificate etc.) is still on the way.
+    """
+    size = len(data)
+    if size >= 9 and data[0] == CONTENT_HANDSHAKE and data[1] == 3 and data[5] == HANDSHAKE_SERVER_HELLO:
+        record = (data[3] << 8) | data[4]
+        msg_end = 9 + ((data[6] << 16) | (data[7] << 8) | data[8])
+        if msg_end <= 5 + record and msg_end <= size and record <= MAX_RECORD:
+            return _server_hello(data, 9, msg_end)
     got = _handshake(data, HANDSHAKE_SERVER_HELLO)
     if not isinstance(got, tuple):
         return got
-    r = _Reader(got[0])
-    try:
-        legacy = r.u16()
-        r.take(32)  # random (HelloRetryRequest too: its version is still 1.3)
-        r.vector(1)  # legacy_session_id_echo
-        cipher = r.u16()
-        r.u8()  # legacy_compression_method
-        version, ext_types = legacy, []
-        if r.left():
-            exts = r.vector(2)
-            while exts.left():
-                ext_type = exts.u16()
-                value = exts.vector(2)
-                ext_types.append(ext_type)
-                if ext_type == EXT_SUPPORTED_VERSIONS and value.left() == 2:
-                    version = value.u16()
-    except _Malformed:
+    return _server_hello(got[0], 0, len(got[0]))
+
+
+def _server_hello(buf: bytes, pos: int, end: int) -> ServerHello | None:
+    """The ServerHello body in buf[pos:end] (RFC 8446 §4.1.3); HelloRetryRequest too."""
+    if pos + 35 > end:
         return None
-    return ServerHello(version=version_name(version), cipher=cipher, extensions=tuple(ext_types))
+    version = (buf[pos] << 8) | buf[pos + 1]
+    pos += 35 + buf[pos + 34]  # legacy_version, random, legacy_session_id_echo
+    if pos + 3 > end:
+        return None
+    cipher = (buf[pos] << 8) | buf[pos + 1]
+    pos += 3  # cipher_suite, legacy_compression_method
+    ext_types = []
+    if pos < end:
+        if pos + 2 > end:
+            return None
+        ext_end = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+        if ext_end > end:
+            return None
+        pos += 2
+        while pos < ext_end:
+            if pos + 4 > ext_end:
+                return None
+            ext_type, n = EXT_HEADER.unpack_from(buf, pos)
+            pos += 4
+            if pos + n > ext_end:
+                return None
+            ext_types.append(ext_type)
+            if ext_type == EXT_SUPPORTED_VERSIONS and n == 2:
+                version = (buf[pos] << 8) | buf[pos + 1]
+            pos += n
+    return ServerHello(VERSIONS.get(version) or f"0x{version:04x}", cipher, tuple(ext_types))

@@ -39,6 +39,22 @@ def test_partial_client_hello_is_tls_but_incomplete():
     assert got.tls and not got.complete and got.client_hello is None
 
 
+def test_client_hello_waits_for_the_server_answer_to_be_complete():
+    got = classify(HELLO, b"", dst_port=443)
+    assert got.tls and got.client_hello is not None and not got.complete
+    for n in range(1, len(SERVER_HELLO)):
+        got = classify(HELLO, SERVER_HELLO[:n], dst_port=443)
+        assert got.tls and not got.complete and got.server_hello is None, n
+    assert classify(HELLO, SERVER_HELLO, dst_port=443).complete
+
+
+def test_server_answering_without_a_server_hello_completes_the_tls_connection():
+    alert = bytes.fromhex("15 0303 0002 02 28")  # fatal handshake_failure (RFC 8446 §6)
+    for server in (alert, b"HTTP/1.1 400 Bad Request\r\n\r\n"):
+        got = classify(HELLO, server, dst_port=443)
+        assert got.tls and got.complete and got.client_hello is not None and got.server_hello is None
+
+
 def test_no_client_bytes_is_unknown():
     assert classify(b"", b"220 mail ESMTP\r\n", dst_port=25) == Classification("unknown", complete=False)
 
@@ -62,6 +78,17 @@ def test_postgresql_ssl_request_declined_then_startup_is_plaintext():
 def test_postgresql_ssl_request_alone_waits_for_more():
     got = classify(PG_SSL, b"S", dst_port=5432)
     assert got.app == "postgresql" and not got.complete
+    assert not classify(PG_SSL, b"", dst_port=5432).complete
+
+
+def test_postgresql_ssl_request_declined_is_decided_by_the_server_answer():
+    assert classify(PG_SSL, b"N", dst_port=5432) == Classification("postgresql")
+
+
+def test_postgresql_ssl_accepted_waits_for_the_server_hello():
+    got = classify(PG_SSL + HELLO, b"S", dst_port=5432)
+    assert got.tls and got.upgraded == "postgresql-ssl" and not got.complete
+    assert classify(PG_SSL + HELLO, b"S" + SERVER_HELLO, dst_port=5432).complete
 
 
 def test_postgresql_startup_without_ssl_is_plaintext():
@@ -76,6 +103,14 @@ def test_smtp_starttls_followed_by_a_handshake_is_tls():
     server = b"220 mx ESMTP\r\n250-mx\r\n250 STARTTLS\r\n220 2.0.0 Ready\r\n" + SERVER_HELLO
     got = classify(_smtp(HELLO), server, dst_port=25)
     assert got.tls and got.upgraded == "starttls" and got.server_hello.version == "1.2"
+
+
+def test_smtp_starttls_waits_for_the_server_hello_after_the_ready_line():
+    server = b"220 mx ESMTP\r\n250-mx\r\n250 STARTTLS\r\n"
+    got = classify(_smtp(HELLO), server, dst_port=25)
+    assert got.tls and got.upgraded == "starttls" and not got.complete
+    got = classify(_smtp(HELLO), server + b"220 2.0.0 Ready\r\n" + SERVER_HELLO, dst_port=25)
+    assert got.tls and got.complete and got.server_hello is not None
 
 
 def test_smtp_starttls_declined_then_plaintext_is_smtp():
@@ -175,6 +210,14 @@ def test_kafka_and_dns_are_recognised_off_their_ports():
     assert classify(PLAINTEXT["dns"][0], b"", dst_port=5353).app == "dns"
 
 
+def test_http_method_without_a_path_is_still_checked_against_mail_first():
+    # "tag LOGIN" is an IMAP command whatever the tag; a path after the method is HTTP.
+    assert classify(b"GET LOGIN x\r\n", b"", dst_port=143).app == "imap"
+    assert classify(b"GET / HTTP/1.1\r\n", b"220 mx ESMTP\r\n", dst_port=25).app == "smtp"
+    assert classify(b"PROPPATCH /d HTTP/1.1\r\n", b"", dst_port=80).app == "http"
+    assert classify(b"GETX / HTTP/1.1\r\n", b"", dst_port=80).app == "unknown-plaintext"
+
+
 def test_unrecognised_bytes_are_unknown_plaintext():
     assert classify(b"SSH-2.0-OpenSSH_9.6\r\n", b"", dst_port=22) == Classification("unknown-plaintext")
     assert classify(b"\x01\x02", b"", dst_port=9) == Classification("unknown-plaintext", complete=False)
@@ -190,6 +233,7 @@ def test_tls_application_data_without_a_hello_is_not_called_tls():
 def test_classify_never_raises_on_arbitrary_bytes(client, server, port):
     got = classify(client, server, dst_port=port)
     assert isinstance(got, Classification) and got.tls == (got.app == "tls")
+    assert got.server_hello is None or got.complete
 
 
 @DEEP

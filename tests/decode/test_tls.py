@@ -116,6 +116,46 @@ def test_hello_split_across_records_is_joined():
     assert isinstance(ch, ClientHello) and ch.sni == "a.example" and ch.length == len(split)
 
 
+FIELDS = ("legacy_version", "offered_versions", "sni", "alpn", "ciphers", "extensions", "sig_algs",
+          "groups", "point_formats", "legacy_version_code", "version_codes", "alpn_first", "ja4", "ja3")
+
+
+def _browser_like() -> bytes:
+    """A hello with GREASE everywhere, a session id and a dozen extensions."""
+    exts = (ext(0x1A1A) + ext(0x0000, bytes.fromhex("000e 00 000b") + b"example.com") + ext(0x0017)
+            + ext(0x000A, bytes.fromhex("0006 4a4a 001d 0017")) + ext(0x000B, b"\x01\x00")
+            + ext(0x0010, bytes.fromhex("000c 02") + b"h2" + b"\x08http/1.1")
+            + ext(0x000D, bytes.fromhex("0006 0403 0804 0401"))
+            + ext(0x0033, bytes.fromhex("0024 001d 0020") + bytes(32))
+            + ext(0x002B, bytes.fromhex("06 7a7a 0304 0303")) + ext(0x2A2A, b"\x00"))
+    body = hello_body([0x3A3A, 0x1301, 0x1302, 0xC02F], exts)
+    return body[:34] + b"\x20" + bytes(range(32)) + body[35:]  # 32-byte legacy_session_id
+
+
+def test_whole_and_fragmented_records_decode_the_same_hello():
+    message = handshake(1, _browser_like())
+    whole, split = parse_client_hello(records(message)), parse_client_hello(records(message, sizes=[1, 70, 9]))
+    assert [getattr(whole, f) for f in FIELDS] == [getattr(split, f) for f in FIELDS]
+    assert whole.sni == "example.com" and whole.alpn == ("h2", "http/1.1")
+    assert whole.offered_versions == ("1.3", "1.2") and whole.version_codes == (0x7A7A, 0x0304, 0x0303)
+    assert whole.extensions[0] == 0x1A1A and whole.groups == (0x4A4A, 0x001D, 0x0017)
+    assert whole.point_formats == (0,) and whole.ja4.startswith("t13d0308h2_")
+
+
+def test_bytes_after_the_hello_in_its_record_are_not_read_as_extensions():
+    message = handshake(1, hello_body([0x1301], ext(0x0017)))
+    padded = struct.pack("!BHH", 22, 0x0301, len(message) + 9) + message + ext(0x0000, b"\xff" * 5)
+    ch = parse_client_hello(padded)
+    assert ch.extensions == (0x0017,) and ch.sni is None and ch.length == len(padded)
+
+
+def test_a_repeated_extension_with_a_lying_length_keeps_the_earlier_value():
+    good = ext(0x0000, bytes.fromhex("000c 00 0009") + b"a.example")
+    bad = ext(0x0000, bytes.fromhex("00ff 00 0009") + b"b.example")
+    ch = parse_client_hello(records(handshake(1, hello_body([0x1301], good + bad))))
+    assert ch.sni == "a.example" and ch.extensions == (0x0000, 0x0000)
+
+
 def test_every_truncated_prefix_asks_for_more_bytes():
     for data in (HELLO, records(HELLO[5:], sizes=[3, 40])):
         for n in range(len(data)):
@@ -127,6 +167,15 @@ def test_every_truncated_prefix_asks_for_more_bytes():
 def test_every_truncated_server_hello_prefix_asks_for_more_bytes():
     for n in range(len(SERVER_HELLO)):
         assert isinstance(parse_server_hello(SERVER_HELLO[:n]), Incomplete), n
+
+
+def test_server_hello_is_read_before_the_rest_of_its_record_arrives():
+    # TLS 1.2 servers put Certificate etc. in the ServerHello's record; the hello decides alone.
+    body = struct.pack("!H", 0x0303) + bytes(32) + b"\x00" + b"\xc0\x2f\x00"
+    certificate = handshake(11, bytes(3000))
+    data = records(handshake(2, body) + certificate, version=0x0303)
+    assert parse_server_hello(data[:200]) == ServerHello(version="1.2", cipher=0xC02F)
+    assert parse_server_hello(data) == ServerHello(version="1.2", cipher=0xC02F)
 
 
 def test_server_hello_reports_the_negotiated_version_and_cipher():
