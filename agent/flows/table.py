@@ -36,10 +36,11 @@ class FlowSettings:
 
 class Track:
     """Per-flow state that only matters until the flow is classified or closed."""
-    __slots__ = ("client", "server", "result", "fins")
+    __slots__ = ("client", "server", "result", "fins", "hello")
 
     def __init__(self, client: StreamStart | None, server: StreamStart | None):
         self.client, self.server, self.result, self.fins = client, server, None, 0
+        self.hello = False  # the client's ClientHello is parsed: only the server's answer is awaited
 
 
 def _port_rank(port: int) -> int:
@@ -157,10 +158,14 @@ class FlowTable:
                 track.server = StreamStart(None, self.settings.classify_bytes)
             stream = track.server
         stream.add(seq, payload)
+        if forward and track.hello:
+            return  # more client bytes cannot change the answer; the server's will
         result = classify(track.client.data, track.server.data if track.server else b"", dst_port=flow.dst_port)
         if result.complete or stream.full:
             track.result = result
             track.client = track.server = None  # free the buffers
+        else:
+            track.hello = result.client_hello is not None
 
     def _close(self, flow: Flow, track: Track | None, flags: int) -> None:
         if flags & TCP_RST:
