@@ -5,7 +5,6 @@ PY     := $(VENV)/bin/python
 FW     := $(VENV)/bin/flowwarden
 # System tools the live tests and the pcap recording need (Debian package names).
 SYSTEM_TOOLS := ip:iproute2 tcpdump:tcpdump openssl:openssl curl:curl nft:nftables
-SCENARIOS := $(sort $(dir $(wildcard pcaps/*/cluster.json)))
 
 .PHONY: demo test bench tools lint clean record
 
@@ -15,12 +14,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+CRAFTED := $(filter-out %/corrupt-magic.pcap %/truncated-file.pcap,$(wildcard pcaps/crafted/*.pcap*))
+
 demo: $(VENV)/.installed
-	@for dir in $(SCENARIOS); do \
-	  echo "== $$dir"; \
-	  pcap=$$(ls $$dir*.pcap* | head -n 1); \
-	  $(FW) replay $$pcap --cluster $${dir}cluster.json $$( [ -f $${dir}config.yaml ] && echo --config $${dir}config.yaml ) || exit $$?; \
+	@for dir in $(sort $(dir $(wildcard pcaps/*/capture.pcap))); do \
+	  echo "== $$dir (recorded traffic)"; \
+	  $(FW) replay $${dir}capture.pcap --cluster $${dir}cluster.json || exit $$?; \
 	done
+	@echo "== pcaps/crafted/ (edge cases: VLAN, QinQ, overlays, fragments, truncated and garbage packets)"
+	@$(FW) replay $(CRAFTED) --cluster pcaps/crafted/cluster.json
 
 tools:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \

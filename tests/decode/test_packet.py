@@ -392,7 +392,7 @@ def ethernet_ipv4_frames(draw):
     body = options + l4 + draw(st.binary(min_size=12 if proto == 17 else 0, max_size=40))
     total = 20 + len(body)
     if "total" in perturb:
-        total = draw(st.one_of(st.just(0), st.integers(0, 60), st.integers(0, 0xFFFF), st.integers(total - 30, total + 30)))
+        total = draw(st.one_of(st.just(0), st.integers(0, 60), st.integers(0, 0xFFFF), st.integers(max(0, total - 30), min(0xFFFF, total + 30))))
     version_ihl = draw(st.integers(0, 255)) if "version" in perturb else 0x40 | ihl
     ip = struct.pack("!BBHHHBBH4s4s", version_ihl, 0, total, 1, frag, 64, proto, 0,
                      bytes([10, 244, 1, 10]), bytes([10, 244, 2, 20]))
