@@ -33,8 +33,7 @@ tools:
 	fi
 
 test: $(VENV)/.installed tools
-	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -p no:cacheprovider -rs
 
 bench: $(VENV)/.installed
 	$(PY) bench/run.py

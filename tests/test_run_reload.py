@@ -6,9 +6,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
+
+from tests.kubeapi import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "pcaps" / "http-allowed-and-denied" / "cluster.json"
@@ -18,15 +19,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_for(predicate, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not seen within {timeout}s")
 
 
 def _healthy(port: int) -> bool:
@@ -48,18 +40,18 @@ def test_sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one(tmp_pat
              "--interfaces", "fwnonexistent*", "--listen", f"127.0.0.1:{port}", "--events", str(tmp_path / "e")],
             stderr=err, stdout=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: _healthy(port), "/healthz")
+        eventually(lambda: _healthy(port), 15, "/healthz")
         lines = lambda: [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
         config.write_text("events:\n  window: soon\n")
         agent.send_signal(signal.SIGHUP)
-        bad = _wait_for(lambda: [r for r in lines() if "events.window" in r.get("msg", "")], "reload error")
+        bad = eventually(lambda: [r for r in lines() if "events.window" in r.get("msg", "")], 15, "reload error")
         assert agent.poll() is None, "a bad config on reload must not stop the agent"
         assert bad[0]["level"] == "error"
 
         config.write_text("events:\n  window: 5\n")
         agent.send_signal(signal.SIGHUP)
-        _wait_for(lambda: [r for r in lines() if "reloaded" in r.get("msg", "")], "reload")
+        eventually(lambda: [r for r in lines() if "reloaded" in r.get("msg", "")], 15, "reload")
         assert _healthy(port)
     finally:
         agent.send_signal(signal.SIGTERM)
