@@ -171,7 +171,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         pipeline = Pipeline(view=view, config=config, events=EventSink(events_out),
                             flow_records=FlowRecordSink(flows_out) if flows_out else None,
                             candidates=candidates)
-        pipeline.metrics = MetricsSink(registry, pipeline.stats())
+        pipeline.metrics = MetricsSink(registry, pipeline.stats(), max_namespaces=config.metrics.max_namespaces)
         progress = Progress(sys.stderr, total_bytes=sum(os.path.getsize(p) for p in args.pcaps))
         started = time.perf_counter()
         failure, interrupted = None, False

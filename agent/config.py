@@ -60,6 +60,12 @@ class CaptureConfig:
 
 
 @dataclass
+class MetricsConfig:
+    max_namespaces: int = 1000
+    """Distinct namespace label values per metric; further namespaces are counted as `_other`."""
+
+
+@dataclass
 class TlsConfig:
     rules: list[Mapping[str, Any]] = field(default_factory=list)
     """TLS expectations: [{namespaceSelector, podSelector, ipBlock, ports, minVersion}]."""
@@ -72,6 +78,7 @@ class Config:
     inventory: InventoryConfig = field(default_factory=InventoryConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     judges: list[str] = field(default_factory=lambda: ["netpol", "tls"])
     """Judges to run, by name."""
     source: str = "defaults"

@@ -113,7 +113,8 @@ class Agent:
         self.events = EventSink(self._events_file or sys.stdout.buffer, window=self.config.events.window)
         self.pipeline = Pipeline(view=self.store, config=self.config, events=self.events,
                                  flow_records=FlowRecordSink(self._flows_file) if self._flows_file else None)
-        self.pipeline.metrics = MetricsSink(self.registry, self.pipeline.stats())
+        self.pipeline.metrics = MetricsSink(self.registry, self.pipeline.stats(),
+                                            max_namespaces=self.config.metrics.max_namespaces)
         self.pipeline.judges = self._timed(self.pipeline.judges)
         self.store.subscribe(self._on_change)
         c = self.config.capture
@@ -186,6 +187,8 @@ class Agent:
     def _on_change(self, kind: str, old, new) -> None:
         for judge in self.pipeline.judges:  # the current judges, also after a reload
             judge.on_change(kind, old, new)
+        if kind == "Namespace" and new is None:  # its metric series go with it
+            self.pipeline.metrics.forget_namespace(old.name)
 
     # --- running -------------------------------------------------------------------------
     def run(self) -> int:

@@ -55,13 +55,15 @@ class _StatsCollector(Collector):
                                   value=s.evicted())
 
 
-def _ns(ep: Endpoint) -> str:
-    return ep.namespace or NO_NAMESPACE
+OTHER_NAMESPACES = "_other"  # label value for namespaces past `max_namespaces`
 
 
 class MetricsSink:
-    def __init__(self, registry: CollectorRegistry, stats: PipelineStats | None = None):
+    def __init__(self, registry: CollectorRegistry, stats: PipelineStats | None = None, *,
+                 max_namespaces: int = 1000):
         self.registry = registry
+        self.max_namespaces = max_namespaces
+        self._namespaces: set[str] = set()
         if stats is not None:
             registry.register(_StatsCollector(stats))
         self.flows = Counter("flowwarden_flows_total", "Flows judged, by verdict.", ("verdict",), registry=registry)
@@ -78,12 +80,23 @@ class MetricsSink:
 
     def emit(self, flow: Flow, src: Endpoint, dst: Endpoint, *, verdict: str, findings: Iterable[Finding]) -> None:
         self._inc(self.flows, verdict)
+        src_ns, dst_ns = self._ns(src), self._ns(dst)
         for f in findings:
-            self._inc(self.violations, f.kind, f.severity, _ns(src), _ns(dst))
+            self._inc(self.violations, f.kind, f.severity, src_ns, dst_ns)
         if verdict == DENY and flow.established:
-            self._inc(self.gaps, _ns(src), _ns(dst))
+            self._inc(self.gaps, src_ns, dst_ns)
         if flow.tls and flow.tls.get("version"):
-            self._inc(self.tls, flow.tls["version"], _ns(dst))
+            self._inc(self.tls, flow.tls["version"], dst_ns)
+
+    def _ns(self, ep: Endpoint) -> str:
+        """The namespace label: bounded to `max_namespaces` values, the rest count as `_other`."""
+        ns = ep.namespace or NO_NAMESPACE
+        if ns in self._namespaces:
+            return ns
+        if len(self._namespaces) >= self.max_namespaces:
+            return OTHER_NAMESPACES
+        self._namespaces.add(ns)
+        return ns
 
     def _inc(self, counter: Counter, *labels: str) -> None:
         """`counter.labels(*labels).inc()`, with the labelled child looked up once per label set."""
@@ -95,6 +108,7 @@ class MetricsSink:
 
     def forget_namespace(self, namespace: str) -> None:
         """Drop the series of a deleted namespace, keeping label cardinality bounded."""
+        self._namespaces.discard(namespace)
         for counter in (self.violations, self.gaps, self.tls):
             for labels in [k[1] for k in self._children if k[0] == id(counter) and namespace in k[1]]:
                 with contextlib.suppress(KeyError):
