@@ -303,6 +303,30 @@ def gzipped() -> None:
 def tls() -> None:
     write("tls-clienthello-split.pcap", tls_split(out_of_order=False))
     write("tls-clienthello-out-of-order.pcap", tls_split(out_of_order=True))
+    write("tls-hostile.pcap", tls_hostile())
+
+
+def tls_hostile() -> list:
+    """Three connections whose first client bytes attack a TLS parser: a record and a
+    handshake claiming 64 KiB and 16 MiB, a ClientHello whose extensions length lies,
+    and a ClientHello whose SNI and ALPN extensions are empty."""
+    ch = client_hello()
+    lying = bytearray(ch)
+    ext_len_at = 5 + 4 + 2 + 32 + 1 + 32 + 10 + 2  # record, handshake, version, random, session id, ciphers, compression
+    lying[ext_len_at:ext_len_at + 2] = struct.pack("!H", 0xFFF0)
+    empty = b"".join([_ext(0x0000, b""), _ext(0x0010, b""), _ext(0x002b, b"\x02\x03\x04")])
+    body = b"\x03\x03" + bytes(32) + b"\x00" + struct.pack("!HH", 2, 0x1301) + b"\x01\x00" + struct.pack("!H", len(empty)) + empty
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    payloads = [b"\x16\x03\x01\xff\xff\x01\xff\xff\xff" + bytes(range(200)), bytes(lying),
+                b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs]
+    pkts = []
+    for i, data in enumerate(payloads):
+        ipc, ips = IP(src=CLIENT4, dst=SERVER4), IP(src=SERVER4, dst=CLIENT4)
+        port = CPORT + 100 + i
+        pkts += with_eth(handshake(ipc, ips, sport=port, dport=443))
+        pkts.append(eth() / ipc / TCP(sport=port, dport=443, flags="PA", seq=ISN_C + 1, ack=ISN_S + 1) / data)
+        pkts.append(eth(SMAC, CMAC) / ips / TCP(sport=443, dport=port, flags="R", seq=ISN_S + 1))
+    return pkts
 
 
 def midstream() -> None:
