@@ -66,14 +66,15 @@ class Pipeline:
             max_flows=f.max_flows))
         self.dropped: dict[tuple[str, str], int] = {}
         self.totals = Totals()
-        self._failed: set[str] = set()
+        self._failed_steps: set[tuple[str, str]] = set()
 
     def stats(self) -> PipelineStats:
         t = self.table
+        # Read from the HTTP thread while the pipeline thread adds keys: copy first (one C call).
         return PipelineStats(
-            packets=lambda: t.packets, skipped=lambda: t.skipped, flows_active=lambda: len(t),
+            packets=lambda: t.packets, skipped=lambda: dict(t.skipped), flows_active=lambda: len(t),
             evicted=lambda: t.evicted,
-            dropped=lambda: {**{("decode", r): n for r, n in t.dropped.items()}, **self.dropped})
+            dropped=lambda: {**{("decode", r): n for r, n in dict(t.dropped).items()}, **dict(self.dropped)})
 
     def feed(self, frames: list) -> None:
         self.table.ingest(frames)
@@ -82,48 +83,71 @@ class Pipeline:
         self.dropped[(stage, reason)] = self.dropped.get((stage, reason), 0) + n
 
     def judge_flow(self, flow: Flow, classification) -> None:
-        """Called once per flow when it ends: enrich, judge, hand to the sinks."""
-        if classification is not None and (classification.tls or not flow.mid_stream):
-            # A flow whose start was missed may still show a handshake; never a plaintext verdict.
-            flow.app = classification.app
-            flow.tls = tls_record(classification)
-        elif flow.protocol == "TCP":
-            flow.app = UNKNOWN
-        src = self.view.endpoint(flow.src_ip, flow.first_seen)
-        dst = self.view.endpoint(flow.dst_ip, flow.first_seen)
+        """Called once per flow when it ends: enrich, judge, hand to the sinks.
+
+        Nothing here may stop the agent: a failing step is logged once per step, counted
+        in `flowwarden_packets_dropped_total{stage}` (judges: `flowwarden_judge_errors_total`),
+        and the flow goes on to the next step without it.
+        """
+        try:
+            if classification is not None and (classification.tls or not flow.mid_stream):
+                # A flow whose start was missed may still show a handshake; never a plaintext verdict.
+                flow.app = classification.app
+                flow.tls = tls_record(classification)
+            elif flow.protocol == "TCP":
+                flow.app = UNKNOWN
+            src = self.view.endpoint(flow.src_ip, flow.first_seen)
+            dst = self.view.endpoint(flow.dst_ip, flow.first_seen)
+        except Exception:
+            self._failed("enrich", "flow")
+            return
         findings: list[Finding] = []
         for judge in self.judges:
             try:
                 findings.extend(judge.judge(flow, src, dst))
-            except Exception:  # a judge bug must not stop the agent: log once, count, go on
-                self._judge_failed(judge.name)
+            except Exception:
+                self._failed("judge", judge.name)
         verdict = (DENY if any(f.kind == POLICY_VIOLATION for f in findings)
                    else ALLOW if self.view.synced else UNKNOWN)
         t = self.totals
         t.flows += 1
         t.verdicts[verdict] = t.verdicts.get(verdict, 0) + 1
-        for f in findings:
-            t.findings[f.kind] = t.findings.get(f.kind, 0) + 1
-            if self.events is not None:
-                self.events.emit(f, flow, src, dst)
         if self.what_if is not None:
-            change = self.what_if.judge(flow, src, dst)
+            try:
+                change = self.what_if.judge(flow, src, dst)
+            except Exception:
+                change = self._failed("judge", "what-if")
             if change is not None:
                 key = f"{change.detail['before']}->{change.detail['after']}"
                 t.what_if[key] = t.what_if.get(key, 0) + 1
-                if self.events is not None:
-                    self.events.emit(change, flow, src, dst)
-        if self.metrics is not None:
-            self.metrics.emit(flow, src, dst, verdict=verdict, findings=findings)
-        if self.flow_records is not None:
-            self.flow_records.emit(flow, src, dst, verdict=verdict, findings=findings)
+                findings_out = [*findings, change]
+            else:
+                findings_out = findings
+        else:
+            findings_out = findings
+        for f in findings:
+            t.findings[f.kind] = t.findings.get(f.kind, 0) + 1
+        for name, sink in (("events", self.events), ("metrics", self.metrics), ("flows", self.flow_records)):
+            if sink is None:
+                continue
+            try:
+                if name == "events":
+                    for f in findings_out:
+                        sink.emit(f, flow, src, dst)
+                else:
+                    sink.emit(flow, src, dst, verdict=verdict, findings=findings)
+            except Exception:
+                self._failed("sink", name)
 
-    def _judge_failed(self, name: str) -> None:
-        if name not in self._failed:
-            self._failed.add(name)
-            log.exception("judge %s failed; its later failures are only counted", name)
-        if self.metrics is not None:
+    def _failed(self, stage: str, name: str) -> None:
+        """Log the first failure of each step with its traceback; count every one."""
+        if (stage, name) not in self._failed_steps:
+            self._failed_steps.add((stage, name))
+            log.exception("%s %s failed; its later failures are only counted", stage, name)
+        if stage == "judge" and self.metrics is not None:
             self.metrics.judge_errors.labels(name).inc()
+        else:
+            self.count_drop(stage, f"{name}-error")
 
     def finish(self) -> None:
         """End every flow and flush every sink (end of replay, SIGTERM)."""

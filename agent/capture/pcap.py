@@ -70,6 +70,8 @@ def _frames_of(path: Path) -> Iterator[list[Frame]]:
                 raise PcapError(f"{path}: not a pcap or pcapng file (magic 0x{magic:08x})")
         except (OSError, EOFError, zlib.error) as e:
             raise PcapError(f"{path}: cannot read: {e}") from e
+        except struct.error as e:  # a block body shorter than its fields
+            raise PcapError(f"{path}: corrupt block ({e})") from e
 
 
 def _chunks(stream: BinaryIO, first: bytes) -> Iterator[tuple[bytes, bool]]:

@@ -40,6 +40,7 @@ STARTTLS, POSTGRESQL_SSL, MYSQL_SSL, LDAP_STARTTLS = "starttls", "postgresql-ssl
 SOCKS4, SOCKS5, HTTP_CONNECT = "socks4", "socks5", "http-connect"
 
 MIN_DECIDE = 8  # fewer unrecognised bytes than this may still become a known protocol
+MAX_TUNNELS = 1  # tunnels unwrapped; a tunnel inside one is unknown-plaintext (bounds the recursion)
 PG_SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # PostgreSQL protocol §55.2.10, code 80877103
 PG_PROTOCOL_3 = 0x00030000  # StartupMessage protocol 3.0
 PG_CANCEL = 80877102
@@ -85,6 +86,11 @@ _WAITING = {app: Classification(app, complete=False) for app in (
 
 def classify(client: bytes, server: bytes, *, dst_port: int) -> Classification:
     """Classify a connection from the first bytes each side sent."""
+    return _classify(client, server, dst_port=dst_port, depth=0)
+
+
+def _classify(client: bytes, server: bytes, *, dst_port: int, depth: int) -> Classification:
+    """`classify` inside `depth` tunnels already unwrapped."""
     if not client:
         return _WAITING[UNKNOWN]
     if _looks_tls(client):
@@ -107,7 +113,9 @@ def classify(client: bytes, server: bytes, *, dst_port: int) -> Classification:
     found = (_socks4(client, server) if first == 4 else _socks5(client, server) if first == 5 else
              _http_connect(client, server) if first == 0x43 else None)
     if found is not None:
-        return _inner(found, client, server, dst_port=dst_port)
+        if depth >= MAX_TUNNELS:  # e.g. SOCKS headers nested hundreds deep
+            return _DECIDED[UNKNOWN_PLAINTEXT]
+        return _inner(found, client, server, dst_port=dst_port, depth=depth)
     app = _plaintext(client, dst_port=dst_port)
     if app is not None:
         return _DECIDED[app]
@@ -146,11 +154,12 @@ def _after_upgrade(rest: bytes, server: bytes, *, app: str, upgraded: str) -> Cl
 
 # --- tunnels: the real conversation starts at an offset -------------------------
 
-def _inner(found: tuple[str, int | None, int], client: bytes, server: bytes, *, dst_port: int) -> Classification:
+def _inner(found: tuple[str, int | None, int], client: bytes, server: bytes, *, dst_port: int,
+           depth: int) -> Classification:
     tunnel, c_off, s_off = found
     if c_off is None or c_off >= len(client):
         return Classification(UNKNOWN, complete=False, tunnel=tunnel)
-    inner = classify(client[c_off:], server[s_off:], dst_port=dst_port)
+    inner = _classify(client[c_off:], server[s_off:], dst_port=dst_port, depth=depth + 1)
     return Classification(
         inner.app, tls=inner.tls, upgraded=inner.upgraded, complete=inner.complete,
         client_hello=inner.client_hello, server_hello=inner.server_hello, tunnel=tunnel,

@@ -39,7 +39,8 @@ class Track:
     __slots__ = ("client", "server", "result", "fins", "hello")
 
     def __init__(self, client: StreamStart | None, server: StreamStart | None):
-        self.client, self.server, self.result, self.fins = client, server, None, 0
+        self.client, self.server, self.result = client, server, None
+        self.fins = 0  # bit 1: the initiator sent a FIN, bit 2: the responder did
         self.hello = False  # the client's ClientHello is parsed: only the server's answer is awaited
 
 
@@ -101,8 +102,8 @@ class FlowTable:
                     flow.established = True
             if proto == 6:
                 if flags & _FIN_RST:
-                    self._close(flow, track, flags)
-                if track is not None and track.result is None:
+                    self._close(flow, track, flags, forward)
+                if track.result is None:  # every TCP flow has a Track
                     if end > start:
                         self._payload(entry, forward, seq, frame[start:end])
                     elif flags & _SYN_ACK == _SYN_ACK and not forward and track.server is None:
@@ -167,14 +168,14 @@ class FlowTable:
         else:
             track.hello = result.client_hello is not None
 
-    def _close(self, flow: Flow, track: Track | None, flags: int) -> None:
+    @staticmethod
+    def _close(flow: Flow, track: Track, flags: int, forward: bool) -> None:
+        """RST closes; FIN closes once each direction sent one (a retransmitted FIN is no answer)."""
         if flags & TCP_RST:
             flow.closed = True
-        elif track is not None:
-            track.fins += 1
-            flow.closed = track.fins >= 2
         else:
-            flow.closed = True  # mid-stream: one FIN is as much as we will learn
+            track.fins |= 1 if forward else 2
+            flow.closed = track.fins == 3
 
     # --- ending flows ----------------------------------------------------------
     def _end(self, entry: tuple) -> None:
@@ -196,6 +197,10 @@ class FlowTable:
             return False
         self._end(entry)
         return True
+
+    def sweep_due(self, now: float) -> bool:
+        """Has a second of time passed since the last sweep (for callers sweeping on a clock)?"""
+        return now >= self._next_sweep
 
     def sweep(self, now: float) -> int:
         """End idle and closed flows; amortised so the sweep costs O(1) per packet."""

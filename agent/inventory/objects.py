@@ -62,7 +62,7 @@ def workload_of(meta: Mapping) -> str | None:
     calls: a Deployment's ReplicaSet is "<deployment>-<pod-template-hash>".
     """
     for ref in meta.get("ownerReferences") or ():
-        if not ref.get("controller", True):
+        if not ref.get("controller"):  # unset means false in the API
             continue
         kind, name = ref.get("kind"), ref.get("name", "")
         if kind == "ReplicaSet":

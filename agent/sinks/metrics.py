@@ -110,10 +110,12 @@ class MetricsSink:
         """Drop the series of a deleted namespace, keeping label cardinality bounded."""
         self._namespaces.discard(namespace)
         for counter in (self.violations, self.gaps, self.tls):
-            for labels in [k[1] for k in self._children if k[0] == id(counter) and namespace in k[1]]:
+            positions = [i for i, name in enumerate(counter._labelnames) if name.endswith("namespace")]
+            for key in [k for k in self._children if k[0] == id(counter)
+                        and any(k[1][i] == namespace for i in positions)]:
                 with contextlib.suppress(KeyError):
-                    counter.remove(*labels)
-                del self._children[(id(counter), labels)]
+                    counter.remove(*key[1])
+                del self._children[key]
 
     def write(self, path: str) -> None:
         """Atomically (temp file + rename) write the registry in the text format."""

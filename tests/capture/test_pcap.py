@@ -288,3 +288,11 @@ def test_crafted_captures_step_one_millisecond_from_2026(name):
 
 def test_the_crafted_mixed_linktype_pcapng_keeps_each_interfaces_linktype():
     assert {ln for _, ln, _ in frames_of(CRAFTED / "pcapng-mixed-linktypes.pcapng")} == {1, 113}
+
+
+@pytest.mark.parametrize("btype, body", [(6, b"\x00" * 8), (2, b"\x00" * 6)])
+def test_a_pcapng_block_shorter_than_its_fields_is_a_pcap_error_naming_the_file(tmp_path, btype, body):
+    path = tmp_path / "short-block.pcapng"
+    path.write_bytes(shb() + idb(1) + block(btype, body))
+    with pytest.raises(PcapError, match="short-block.pcapng"):
+        frames_of(path)

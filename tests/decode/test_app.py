@@ -183,6 +183,20 @@ def test_plaintext_inside_socks5_with_password_is_named():
     assert (got.app, got.tunnel, got.tls) == ("http", "socks5", False)
 
 
+def test_hundreds_of_nested_socks4_headers_are_unknown_plaintext_not_a_recursion_error():
+    socks4 = bytes.fromhex("04 01 01bb 0a000001") + b"\x00"  # CONNECT 10.0.0.1:443, empty user id
+    got = classify(socks4 * 500 + HELLO, bytes.fromhex("005a 0000 00000000"), dst_port=1080)
+    assert got == Classification("unknown-plaintext", tunnel="socks4")
+
+
+def test_a_tunnel_inside_a_tunnel_is_not_unwrapped():
+    connect = b"CONNECT example.com:443 HTTP/1.1\r\n\r\n"
+    socks5 = bytes.fromhex("05 01 00") + bytes.fromhex("05 01 00 01 0a000001 01bb")
+    for outer, inner in ((connect, socks5), (socks5, connect), (socks5, socks5 + connect)):
+        got = classify(outer + inner + HELLO, b"", dst_port=1080)
+        assert (got.app, got.tls, got.complete) == ("unknown-plaintext", False, True), (outer, inner)
+
+
 # --- plaintext -------------------------------------------------------------------
 
 PLAINTEXT = {

@@ -204,6 +204,14 @@ def test_one_fin_does_not_close_a_flow():
     assert not rec.only().closed
 
 
+def test_a_retransmitted_fin_from_one_side_does_not_close_a_half_closed_flow():
+    fin = tcp(C, 43210, SRV, 8080, FA, seq=1001)
+    rec = Recorder(tcp_timeout=300.0, closed_linger=5.0)
+    rec.feed(handshake(1.0) + [(1.1, 1, fin), (1.5, 1, fin)])
+    assert rec.table.sweep(60.0) == 0
+    assert not rec.only().closed
+
+
 def test_a_flow_closed_by_rst_lingers_then_ends():
     rec = Recorder(tcp_timeout=300.0, closed_linger=5.0).feed(handshake(1.0) + [(1.1, 1, tcp(SRV, 8080, C, 43210, R))])
     assert rec.table.sweep(6.0) == 0

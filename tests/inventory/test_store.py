@@ -132,3 +132,34 @@ def test_a_relist_ends_claims_of_pods_deleted_while_we_were_not_watching():
     assert store.endpoint("10.1.0.2", 501).kind == EXTERNAL
     assert owner(store, "10.1.0.1", 501) == "keep"
     assert store.counts()["Pod"] == 1
+
+
+def test_a_pod_stays_behind_its_service_while_any_slice_of_the_service_lists_it():
+    store = Store()
+    feed(store, "ADDED", service("web", "10.96.0.10"), at=0)
+    feed(store, "ADDED", pod("web-1", IP), at=0)
+    v4 = endpointslice("web-v4", "web", ("web-1", IP))
+    v6 = endpointslice("web-v6", "web", ("web-1", "fd00::7"))
+    feed(store, "ADDED", v4, at=0)
+    feed(store, "ADDED", v6, at=0)
+    feed(store, "DELETED", v6, at=1)
+    assert [s.name for s in store.services_for_pod("uid-default-web-1")] == ["web"]
+    assert store.service_backends("default", "web") == [IP]
+    feed(store, "DELETED", v4, at=2)
+    assert store.services_for_pod("uid-default-web-1") == []
+    assert store.service_backends("default", "web") == []
+
+
+def test_a_failing_listener_is_counted_and_the_other_listeners_still_hear_the_change():
+    store = Store()
+    heard = []
+
+    def broken(kind, old, new):
+        raise RuntimeError("bug")
+
+    store.subscribe(broken)
+    store.subscribe(lambda kind, old, new: heard.append(kind))
+    feed(store, "ADDED", pod("a", IP), at=0)
+    feed(store, "ADDED", pod("b", "10.1.0.8"), at=0)
+    assert heard == ["Pod", "Pod"] and store.listener_errors == 2
+    assert owner(store, IP, 1) == "a"

@@ -48,3 +48,12 @@ def test_a_forgotten_namespace_loses_its_series_and_frees_its_label_slot():
     sink.emit(_flow(), _pod("b"), _pod("b"), verdict="deny", findings=[VIOLATION])
     assert registry.get_sample_value("flowwarden_enforcement_gaps_total",
                                      {"src_namespace": "b", "dst_namespace": "b"}) == 1
+
+
+def test_forgetting_a_namespace_named_like_a_severity_keeps_other_series():
+    registry = CollectorRegistry()
+    sink = MetricsSink(registry)
+    sink.emit(_flow(), _pod("a"), _pod("b"), verdict="deny", findings=[VIOLATION])
+    sink.forget_namespace(CRITICAL)  # a namespace called "critical"
+    labels = {"kind": POLICY_VIOLATION, "severity": CRITICAL, "src_namespace": "a", "dst_namespace": "b"}
+    assert registry.get_sample_value("flowwarden_violations_total", labels) == 1
