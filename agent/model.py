@@ -87,6 +87,14 @@ class Namespace:
     annotations: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(slots=True, frozen=True)
+class ServicePort:
+    """A Service port and where it goes on the backend pods: a number, or a container port name."""
+    port: int
+    protocol: str = TCP
+    target: int | str | None = None  # None: the same number as `port`
+
+
 @dataclass(slots=True)
 class Service:
     namespace: str
@@ -94,6 +102,7 @@ class Service:
     uid: str
     cluster_ips: tuple[str, ...]
     annotations: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[ServicePort, ...] = ()
 
 
 @dataclass(slots=True)
@@ -136,9 +145,27 @@ class Endpoint:
     attribution: str = UNIQUE
     labels: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     ports: tuple[ContainerPort, ...] = field(default=(), compare=False, hash=False)
+    service_ports: tuple[ServicePort, ...] = field(default=(), compare=False, hash=False)
     annotations: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     # Service ClusterIPs: the backend pods; ambiguous addresses: the claimants.
     candidates: tuple["Endpoint", ...] = field(default=(), compare=False, hash=False)
+
+
+def backend_port(service: Endpoint, backend: Endpoint, port: int, protocol: str) -> int | None:
+    """The port a flow to `service`:`port` reaches on `backend` (kube-proxy's DNAT).
+
+    NetworkPolicy ports are pod ports, so a flow captured before DNAT is judged on the
+    target port. A port the Service does not define is taken as is; a named target the
+    backend does not define is None (kube-proxy sends no traffic there).
+    """
+    for sp in service.service_ports:
+        if sp.port == port and sp.protocol == protocol:
+            if sp.target is None:
+                return port
+            if isinstance(sp.target, int):
+                return sp.target
+            return next((cp.port for cp in backend.ports if cp.name == sp.target and cp.protocol == protocol), None)
+    return port
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from agent.model import (
     REQUIRE_TLS_ANNOTATION, TLS_MIN_VERSION_ANNOTATION, ContainerPort, EndpointSlice, Namespace,
-    NetworkPolicy, Node, Pod, Service,
+    NetworkPolicy, Node, Pod, Service, ServicePort,
 )
 
 KEPT_ANNOTATIONS = (REQUIRE_TLS_ANNOTATION, TLS_MIN_VERSION_ANNOTATION)
@@ -115,7 +115,15 @@ def service_from_dict(d: Mapping) -> Service:
     return Service(
         namespace=_intern(meta["namespace"]), name=meta["name"], uid=meta.get("uid") or "",
         cluster_ips=tuple(ip for ip in ips if ip and ip != "None"), annotations=_annotations(meta),
+        ports=tuple(_service_port(p) for p in spec.get("ports") or ()),
     )
+
+
+def _service_port(p: Mapping) -> ServicePort:
+    target = p.get("targetPort")
+    if isinstance(target, str) and target.isdigit():
+        target = int(target)
+    return ServicePort(int(p["port"]), _intern(p.get("protocol") or "TCP"), target)
 
 
 def endpointslice_from_dict(d: Mapping) -> EndpointSlice:

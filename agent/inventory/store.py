@@ -217,7 +217,7 @@ class Store:
         if new is not None:
             for ip in new.cluster_ips:
                 endpoint = Endpoint(ip, kind=SERVICE, namespace=new.namespace, service=new.name,
-                                    annotations=new.annotations)
+                                    annotations=new.annotations, service_ports=new.ports)
                 self._claim(ip, new, endpoint, -INF)
 
     def _index_EndpointSlice(self, old: EndpointSlice | None, new: EndpointSlice | None, at: float) -> None:

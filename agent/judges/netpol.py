@@ -27,13 +27,13 @@ from agent.judges.netpol_explain import (  # noqa: F401  (re-exported API)
     EGRESS_SIDE, INGRESS_SIDE, Decision, SideDecision, combine_backends, deciding_policies,
     describe, side_reason)
 from agent.model import (
-    ALLOW, CRITICAL, DENY, INFO, JUDGED_PROTOCOLS, POD, POLICY_CHANGE, POLICY_VIOLATION,
+    ALLOW, AMBIGUOUS, CRITICAL, DENY, INFO, JUDGED_PROTOCOLS, POD, POLICY_CHANGE, POLICY_VIOLATION,
     SERVICE, TERMINAL_PHASES, WARNING, ClusterView, Endpoint, Finding, Flow, NetworkPolicy,
-    Pod)
+    Pod, backend_port)
 
 # The API server labels every namespace with its name (since Kubernetes 1.21).
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-DEFAULT_MAX_CACHE = 1_000_000
+DEFAULT_MAX_CACHE = 200_000  # decisions kept (~1 KiB each); past it the cache starts over
 _UNSET = object()
 
 
@@ -78,11 +78,21 @@ class NetpolEngine:
         return decision
 
     def decide_flow(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:
-        """Like `decide`, but a Service with known backends is judged on every backend pod."""
+        """Like `decide`, but an end that stands for several pods is judged on each of them,
+        and denied if any would deny: a Service's backends (on the port kube-proxy sends the
+        flow to) and the claimants of an ambiguous address (never a guess)."""
+        srcs = src.candidates if src.attribution == AMBIGUOUS and src.candidates else (src,)
         if dst.kind == SERVICE and dst.candidates:
-            results = [(c, self.decide(src, c, port, protocol)) for c in dst.candidates]
-            return combine_backends(dst, results)
-        return self.decide(src, dst, port, protocol)
+            targets = [(c, backend_port(dst, c, port, protocol)) for c in dst.candidates]
+            targets = [(c, p) for c, p in targets if p is not None] or [(dst, port)]
+        elif dst.attribution == AMBIGUOUS and dst.candidates:
+            targets = [(c, port) for c in dst.candidates]
+        elif len(srcs) == 1:
+            return self.decide(src, dst, port, protocol)
+        else:
+            targets = [(dst, port)]
+        results = [(c, self.decide(s, c, p, protocol)) for s in srcs for c, p in targets]
+        return combine_backends(dst, results)
 
     def _decide_cold(self, key: tuple, src: Endpoint, dst: Endpoint, port: int,
                      protocol: str) -> Decision:

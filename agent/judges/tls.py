@@ -18,12 +18,13 @@ from agent.decode.app import Classification
 from agent.decode.tls import VERSION_ORDER
 from agent.inventory.selectors import SelectorError, compile_selector
 from agent.model import (
-    CRITICAL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION, SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION,
-    TLS_VERSION, WARNING, ClusterView, Endpoint, Finding, Flow,
+    CRITICAL, EXTERNAL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION, SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION,
+    TLS_VERSION, WARNING, ClusterView, Endpoint, Finding, Flow, backend_port,
 )
 
 MIN_VERSIONS = ("1.2", "1.3")  # what tls-min-version / minVersion accept
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+MAX_CACHED = 100_000  # requirements kept per judge; past it the cache starts over
 RULE_FIELDS = frozenset(("namespaceSelector", "podSelector", "ipBlock", "ports", "minVersion"))
 NOT_JUDGED_APPS = frozenset(("unknown", None))
 
@@ -179,10 +180,7 @@ class TlsJudge:
     def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
         if flow.protocol != TCP or flow.mid_stream or flow.app in NOT_JUDGED_APPS:
             return []
-        key = (dst.kind, dst.uid or dst.ip, flow.dst_port)
-        req = self._requirements.get(key)
-        if req is None:
-            req = self._requirements[key] = self.requirement(dst, flow.dst_port)
+        req = self._requirement(dst, flow.dst_port)
         tls = flow.tls or {}
         if flow.app != "tls" and not tls:
             if not req.required:
@@ -202,10 +200,23 @@ class TlsJudge:
                                  f"set by {req.min_source}",),
                         detail={"version": version, "min_version": req.min_version})]
 
+    def _requirement(self, dst: Endpoint, port: int) -> Requirement:
+        """`requirement`, cached for pods and Services (external addresses are unbounded)."""
+        if dst.kind == EXTERNAL:
+            return self.requirement(dst, port)
+        key = (dst.kind, dst.uid or dst.ip, port)
+        req = self._requirements.get(key)
+        if req is None:
+            if len(self._requirements) >= MAX_CACHED:
+                self._requirements.clear()
+            req = self._requirements[key] = self.requirement(dst, port)
+        return req
+
     def requirement(self, dst: Endpoint, port: int) -> Requirement:
         """Which declaration governs (dst, port): annotations first, then config rules."""
-        if dst.kind == SERVICE and dst.candidates:
-            reqs = [self.requirement(c, port) for c in dst.candidates]
+        if dst.kind == SERVICE and dst.candidates:  # judged on the backends' (target) ports
+            reqs = [self.requirement(c, target) for c in dst.candidates
+                    if (target := backend_port(dst, c, port, TCP)) is not None] or [Requirement(False, None)]
             return next((r for r in reqs if r.required), reqs[0])
         required, source = None, None
         min_version, min_source = None, None
