@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import orjson
-from prometheus_client import CollectorRegistry
-
 from agent.capture.pcap import PcapError, read_frames
 from agent.config import ConfigError, load_config
 from agent.evaluate import evaluate_lines, load_policy_files
@@ -165,13 +163,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     view = _load_view(args)
     with _user_errors():
         candidates = load_policy_files(args.with_policies) if args.with_policies else []
-    registry = CollectorRegistry()
     with _user_errors(), _output(args.events) as events_out, \
             (_output(args.flows) if args.flows else contextlib.nullcontext()) as flows_out:
         pipeline = Pipeline(view=view, config=config, events=EventSink(events_out),
                             flow_records=FlowRecordSink(flows_out) if flows_out else None,
                             candidates=candidates)
-        pipeline.metrics = MetricsSink(registry, pipeline.stats(), max_namespaces=config.metrics.max_namespaces)
+        pipeline.metrics = MetricsSink(stats=pipeline.stats(), max_namespaces=config.metrics.max_namespaces)
         progress = Progress(sys.stderr, total_bytes=sum(os.path.getsize(p) for p in args.pcaps))
         started = time.perf_counter()
         failure, interrupted = None, False

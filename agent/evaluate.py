@@ -15,6 +15,7 @@ import yaml
 
 from agent.judges.netpol import Decision, NetpolEngine, PolicyError, describe, validate_policy
 from agent.model import DENY, JUDGED_PROTOCOLS, TCP, ClusterView, Endpoint, NetworkPolicy
+from agent.sinks.events import endpoint_record
 
 POLICY_API_VERSION = "networking.k8s.io/v1"
 _POLICY_SUFFIXES = (".yaml", ".yml", ".json")
@@ -95,12 +96,6 @@ def _to_policy(obj: Mapping, *, file: Path) -> NetworkPolicy:
 
 # -- evaluating flows ---------------------------------------------------------------
 
-def endpoint_dict(ep: Endpoint, port: int | None) -> dict:
-    """The JSON form of one end of a flow (null where unknown)."""
-    return {"ip": ep.ip, "port": port, "kind": ep.kind, "namespace": ep.namespace,
-            "pod": ep.pod, "uid": ep.uid, "node": ep.node, "service": ep.service}
-
-
 def evaluate_lines(engine: NetpolEngine, view: ClusterView, lines: Iterable[str | bytes],
                    out: BinaryIO, *, explain: bool, at: float) -> int:
     """Judge every flow line, writing one result per line; returns the number of denies.
@@ -120,7 +115,7 @@ def evaluate_lines(engine: NetpolEngine, view: ClusterView, lines: Iterable[str 
                                    protocol=protocol).encode())
         else:
             record = {"verdict": decision.verdict,
-                      "src": endpoint_dict(src, src_port), "dst": endpoint_dict(dst, dst_port),
+                      "src": endpoint_record(src, src_port), "dst": endpoint_record(dst, dst_port),
                       "egress": decision.egress.as_dict(), "ingress": decision.ingress.as_dict(),
                       "policies": list(decision.policies), "reasons": list(decision.reasons)}
             out.write(orjson.dumps(record) + b"\n")

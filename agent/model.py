@@ -49,6 +49,9 @@ CT_NEW, CT_DESTROY = "new", "destroy"
 # Pod phases whose pod no longer owns its IP.
 TERMINAL_PHASES = frozenset(("Succeeded", "Failed"))
 
+# The label the API server puts on every namespace (namespaceSelectors rely on it).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
 # Annotations flowwarden reads.
 REQUIRE_TLS_ANNOTATION = "flowwarden.io/require-tls"
 TLS_MIN_VERSION_ANNOTATION = "flowwarden.io/tls-min-version"

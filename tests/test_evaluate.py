@@ -9,7 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agent.evaluate import endpoint_dict, evaluate_lines, load_policy_files
+from agent.evaluate import evaluate_lines, load_policy_files
+from agent.sinks.events import endpoint_record
 from agent.judges.netpol import NetpolEngine, PolicyError
 from agent.model import Endpoint
 
@@ -116,7 +117,8 @@ def test_every_flow_line_gets_one_verdict_line_in_order(cluster, tmp_path):
     first, second = [orjson.loads(x) for x in run(engine, cluster, lines).splitlines()]
     assert first["verdict"] == "deny" and second["verdict"] == "allow"
     assert first["src"] == {"ip": "10.0.0.5", "port": 40000, "kind": "pod", "namespace": "web",
-                            "pod": "frontend-7d9", "uid": "uid-web-frontend-7d9", "node": None, "service": None}
+                            "pod": "frontend-7d9", "uid": "uid-web-frontend-7d9", "node": None,
+                            "workload": None, "service": None, "attribution": "unique"}
     assert first["dst"]["port"] == 5432 and second["src"]["port"] is None
     assert first["ingress"] == {"isolated": True, "allowed": False, "selected_by": ["db/allow-api"], "allowed_by": None}
     assert first["egress"]["isolated"] is False
@@ -161,7 +163,7 @@ def test_a_bad_flow_line_is_an_error_naming_its_line_number(cluster, line, messa
     assert message in str(caught.value)
 
 
-def test_endpoint_dict_has_nulls_where_unknown():
-    assert endpoint_dict(Endpoint(ip="8.8.8.8"), 53) == {
+def test_an_endpoint_has_nulls_where_unknown():
+    assert endpoint_record(Endpoint(ip="8.8.8.8"), 53) == {
         "ip": "8.8.8.8", "port": 53, "kind": "external", "namespace": None, "pod": None,
-        "uid": None, "node": None, "service": None}
+        "uid": None, "node": None, "workload": None, "service": None, "attribution": "unique"}

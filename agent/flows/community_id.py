@@ -10,7 +10,9 @@ import hashlib
 import ipaddress
 import struct
 
-PROTO_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132, "ICMP": 1, "ICMPv6": 58}
+from agent.model import PROTOCOLS
+
+PROTO_NUMBERS = {name: number for number, name in PROTOCOLS.items()}
 
 
 def community_id(src_ip: str, dst_ip: str, src_port: int, dst_port: int, protocol: str, *, seed: int = 0) -> str:

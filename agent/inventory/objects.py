@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from agent.model import (
-    REQUIRE_TLS_ANNOTATION, TLS_MIN_VERSION_ANNOTATION, ContainerPort, EndpointSlice, Namespace,
+    NAMESPACE_NAME_LABEL, REQUIRE_TLS_ANNOTATION, TLS_MIN_VERSION_ANNOTATION, ContainerPort, EndpointSlice, Namespace,
     NetworkPolicy, Node, Pod, Service, ServicePort,
 )
 
@@ -105,7 +105,7 @@ def namespace_from_dict(d: Mapping) -> Namespace:
     labels = dict(_labels(meta))  # its own copy: shared dicts are never mutated
     # The API server sets this label on every namespace (since 1.21); snapshots made by
     # hand may lack it, and namespaceSelectors rely on it.
-    labels.setdefault("kubernetes.io/metadata.name", meta["name"])
+    labels.setdefault(NAMESPACE_NAME_LABEL, meta["name"])
     return Namespace(name=_intern(meta["name"]), labels=labels, annotations=_annotations(meta))
 
 

@@ -27,12 +27,11 @@ from agent.judges.netpol_explain import (  # noqa: F401  (re-exported API)
     EGRESS_SIDE, INGRESS_SIDE, Decision, SideDecision, combine_backends, deciding_policies,
     describe, side_reason)
 from agent.model import (
-    ALLOW, AMBIGUOUS, CRITICAL, DENY, INFO, JUDGED_PROTOCOLS, POD, POLICY_CHANGE, POLICY_VIOLATION,
-    SERVICE, TERMINAL_PHASES, WARNING, ClusterView, Endpoint, Finding, Flow, NetworkPolicy,
+    ALLOW, AMBIGUOUS, CRITICAL, DENY, INFO, JUDGED_PROTOCOLS, NAMESPACE_NAME_LABEL, POD, POLICY_CHANGE,
+    POLICY_VIOLATION, SERVICE, TERMINAL_PHASES, WARNING, ClusterView, Endpoint, Finding, Flow, NetworkPolicy,
     Pod, backend_port)
 
 # The API server labels every namespace with its name (since Kubernetes 1.21).
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 DEFAULT_MAX_CACHE = 200_000  # decisions kept (~1 KiB each); past it the cache starts over
 _UNSET = object()
 

@@ -18,12 +18,11 @@ from agent.decode.app import Classification
 from agent.decode.tls import VERSION_ORDER
 from agent.inventory.selectors import SelectorError, compile_selector
 from agent.model import (
-    CRITICAL, EXTERNAL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION, SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION,
+    CRITICAL, EXTERNAL, NAMESPACE_NAME_LABEL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION, SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION,
     TLS_VERSION, WARNING, ClusterView, Endpoint, Finding, Flow, backend_port,
 )
 
 MIN_VERSIONS = ("1.2", "1.3")  # what tls-min-version / minVersion accept
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 MAX_CACHED = 100_000  # requirements kept per judge; past it the cache starts over
 RULE_FIELDS = frozenset(("namespaceSelector", "podSelector", "ipBlock", "ports", "minVersion"))
 NOT_JUDGED_APPS = frozenset(("unknown", None))
@@ -220,15 +219,15 @@ class TlsJudge:
             return next((r for r in reqs if r.required), reqs[0])
         required, source = None, None
         min_version, min_source = None, None
-        for label, annotations in self._declarations(dst, port):
-            if required is None and REQUIRE_TLS_ANNOTATION in annotations:
-                value = annotations[REQUIRE_TLS_ANNOTATION]
+        for label, declared in self._declarations(dst, port):
+            if required is None and REQUIRE_TLS_ANNOTATION in declared:
+                value = declared[REQUIRE_TLS_ANNOTATION]
                 parsed = parse_require_tls(value)
                 if parsed is not None:
                     required = parsed if isinstance(parsed, bool) else port in parsed
                     source = f"{label} annotation {REQUIRE_TLS_ANNOTATION}={value}"
-            if min_version is None and annotations.get(TLS_MIN_VERSION_ANNOTATION) in MIN_VERSIONS:
-                min_version = annotations[TLS_MIN_VERSION_ANNOTATION]
+            if min_version is None and declared.get(TLS_MIN_VERSION_ANNOTATION) in MIN_VERSIONS:
+                min_version = declared[TLS_MIN_VERSION_ANNOTATION]
                 min_source = f"{label} annotation {TLS_MIN_VERSION_ANNOTATION}={min_version}"
         if required is None or min_version is None:
             rule = self._rule_for(dst, port)

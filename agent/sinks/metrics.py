@@ -59,9 +59,9 @@ OTHER_NAMESPACES = "_other"  # label value for namespaces past `max_namespaces`
 
 
 class MetricsSink:
-    def __init__(self, registry: CollectorRegistry, stats: PipelineStats | None = None, *,
+    def __init__(self, registry: CollectorRegistry | None = None, stats: PipelineStats | None = None, *,
                  max_namespaces: int = 1000):
-        self.registry = registry
+        self.registry = registry = registry if registry is not None else CollectorRegistry()
         self.max_namespaces = max_namespaces
         self._namespaces: set[str] = set()
         if stats is not None:
