@@ -38,7 +38,8 @@ class EventConfig:
 @dataclass
 class InventoryConfig:
     grace: float = 120.0
-    """Seconds a deleted pod keeps its IPs for late packets."""
+    """Seconds a deleted pod keeps its IPs for late packets; the live agent raises it to cover the
+    flow timeouts (a flow is attributed by its start but judged when it ends)."""
 
 
 @dataclass

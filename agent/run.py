@@ -23,7 +23,7 @@ from typing import Any, Callable
 import orjson
 
 from agent.capture.conntrack import ConntrackReader, probe_conntrack
-from agent.capture.interfaces import LinkMonitor, parse_patterns
+from agent.capture.interfaces import RESCAN_EVERY, LinkMonitor, parse_patterns
 from agent.capture.live import BATCH, LiveCapture
 from agent.config import Config, ConfigError, load_config
 from agent.flows.merge import ConntrackMerge
@@ -38,6 +38,7 @@ from agent.sinks.metrics import MetricsSink
 log = logging.getLogger("flowwarden.run")
 TICK = 1.0  # seconds between wall-clock sweeps of the flow table
 STALL = 5.0  # /healthz fails when a loop has not turned for this long
+MONITOR_STALL = 3 * RESCAN_EVERY  # ... or when the interface listing has failed for this long
 CONNTRACK_QUEUE = 1024  # batches of conntrack events waiting for the pipeline
 
 
@@ -92,6 +93,16 @@ class TimedJudge:
             self.inner.on_change(kind, old, new)
 
 
+def effective_grace(config: Config, *, conntrack: bool) -> float:
+    """How long the store keeps the IPs of deleted pods: at least as long as a flow
+    may wait to be judged (idle timeout, linger after FIN, and the conntrack merge's
+    wait for final counters), so no flow loses its attribution before its verdict."""
+    f = config.flows
+    judged_within = max(f.tcp_timeout, f.udp_timeout) + f.closed_linger + (
+        config.capture.conntrack_wait if conntrack else 0.0)
+    return max(config.inventory.grace, judged_within)
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
@@ -126,6 +137,7 @@ class Agent:
         self.conntrack = probe_conntrack()
         self.ct_queue: queue.Queue = queue.Queue(maxsize=CONNTRACK_QUEUE)
         self.ct_reader, self.merge = self._conntrack() if self.conntrack else (None, None)
+        self._apply_grace(self.config)
         self.exposition.register_agent(self, self.inventory)
         try:
             self.server = serve(host, port, self.registry, healthy=self.healthy, ready=self.ready)
@@ -162,6 +174,16 @@ class Agent:
         table.on_end = merge.on_end
         return reader, merge
 
+    def _apply_grace(self, config: Config) -> None:
+        if self.inventory is None:  # a --cluster file: its pods are never deleted
+            return
+        grace = effective_grace(config, conntrack=self.merge is not None)
+        if grace != self.store.grace and grace > config.inventory.grace:
+            log.info("inventory.grace raised from %gs to %gs: flows are judged up to that long after "
+                     "their last packet (flows.tcp_timeout + flows.closed_linger + capture.conntrack_wait)",
+                     config.inventory.grace, grace)
+        self.store.grace = grace
+
     def _patterns(self, config: Config) -> tuple[str, ...]:
         return parse_patterns(self.options.interfaces if self.options.interfaces else config.capture.interfaces)
 
@@ -171,9 +193,13 @@ class Agent:
     # --- state -----------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
         now = time.monotonic()
-        for name, beat in (("capture", self.capture.heartbeat), ("pipeline", self.heartbeat)):
-            if now - beat > STALL:
-                return False, f"{name} loop stalled for {now - beat:.0f}s"
+        beats = [("capture loop", self.capture.heartbeat, STALL), ("pipeline loop", self.heartbeat, STALL),
+                 ("interface listing", self.monitor.heartbeat, MONITOR_STALL)]
+        if self.ct_reader is not None:
+            beats.append(("conntrack reader", self.ct_reader.heartbeat, STALL))
+        for name, beat, limit in beats:
+            if now - beat > limit:
+                return False, f"{name} stalled for {now - beat:.0f}s"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
@@ -251,7 +277,8 @@ class Agent:
                 return
 
     def _tick(self, now: float) -> None:
-        self.pipeline.table.sweep(now)
+        if self.pipeline.table.sweep_due(now):  # a sweep scans the whole table: not every tick
+            self.pipeline.table.sweep(now)
         if self.merge is not None:
             self.merge.sweep(now)
         if self.events.due(now):
@@ -264,25 +291,32 @@ class Agent:
             self._queue_drops_seen = dropped
 
     def reload(self) -> None:
-        """SIGHUP: read the config again; a bad one is logged and the old one kept."""
+        """SIGHUP: read the config again; a bad one (or any failure applying it) is logged
+        and the old one kept."""
         try:
             config = load_config(self.options.config)
-            judges = self._timed(build_judges(config, self.store))
-        except (ConfigError, ValueError) as e:
+            with self.lock:  # judges read the store while they are built: no watch may change it meanwhile
+                self._apply(config, self._timed(build_judges(config, self.store)))
+        except ValueError as e:  # ConfigError, or a bad tls rule
             log.error("reload failed, keeping the running config: %s", e)
             return
-        with self.lock:
-            self.config = self.pipeline.config = config
-            self.pipeline.judges = judges
-            s, f = self.pipeline.table.settings, config.flows
-            s.tcp_timeout, s.udp_timeout, s.closed_linger, s.max_flows = (
-                f.tcp_timeout, f.udp_timeout, f.closed_linger, f.max_flows)
-            self.events.window = config.events.window
-            self.capture.budget.udp = config.capture.udp_packets_per_flow
-            self.capture.budget.tcp = config.capture.tcp_segments_per_flow
+        except Exception:
+            log.exception("reload failed, keeping the running config")
+            return
         self.monitor.set_patterns(self._patterns(config))
-        self.monitor.sync()
+        self.monitor.sync()  # logs and keeps the old interfaces when listing fails
         log.info("reloaded %s (capture.queue_size applies at the next start)", self.options.config)
+
+    def _apply(self, config: Config, judges: list) -> None:
+        self.config = self.pipeline.config = config
+        self.pipeline.judges = judges
+        s, f = self.pipeline.table.settings, config.flows
+        s.tcp_timeout, s.udp_timeout, s.closed_linger, s.max_flows = (
+            f.tcp_timeout, f.udp_timeout, f.closed_linger, f.max_flows)
+        self.events.window = config.events.window
+        self.capture.budget.udp = config.capture.udp_packets_per_flow
+        self.capture.budget.tcp = config.capture.tcp_segments_per_flow
+        self._apply_grace(config)
 
     def _shutdown(self) -> None:
         """Stop capture, judge what was captured, flush sinks: well within 5 s."""

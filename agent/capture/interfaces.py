@@ -6,6 +6,8 @@ globs covering the common ones. `--interfaces` (or `capture.interfaces`) replace
 it. A netlink monitor (pyroute2, RTMGRP_LINK) reports links that appear or vanish
 while running, so a pod started after the agent is captured within milliseconds;
 a periodic full listing repairs anything a lost netlink message would miss.
+A failing listing (pyroute2's NetlinkError is not an OSError) is logged and
+retried; `LinkMonitor.heartbeat` tells /healthz when the last one succeeded.
 """
 from __future__ import annotations
 
@@ -86,6 +88,8 @@ class LinkMonitor:
     Runs one daemon thread. The pyroute2 socket is created inside that thread
     (pyroute2 0.9 ties a socket to the thread's event loop) and read only when
     select() says it is readable, so `stop()` never waits on a blocking read.
+    `heartbeat` is the monotonic time of the last successful full listing (one
+    every RESCAN_EVERY seconds while the thread lives).
     """
 
     def __init__(self, patterns: Sequence[str], *, on_add: Callable[[Link], None],
@@ -97,7 +101,9 @@ class LinkMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # sync() runs on SIGHUP too
+        self._logged: set[type] = set()  # exception types whose traceback was logged
         self.events = 0
+        self.heartbeat = time.monotonic()
 
     def start(self) -> None:
         self.sync()  # the first attach happens before start() returns
@@ -121,22 +127,31 @@ class LinkMonitor:
     def _sync(self) -> None:
         try:
             links = {link.index: link for link in list_links() if matches(link.name, self.patterns)}
-        except OSError as e:
-            self.log.warning("listing interfaces failed: %s; will retry", e)
+            for index in [i for i, link in self.known.items() if links.get(i) != link]:
+                self._remove(index)
+            for index, link in links.items():
+                if index not in self.known:
+                    self._add(link)
+        except Exception as e:  # NetlinkError, or a failing on_add: the next sync retries
+            self._failed("listing interfaces", e)
             return
-        for index in [i for i, link in self.known.items() if links.get(i) != link]:
-            self._remove(index)
-        for index, link in links.items():
-            if index not in self.known:
-                self._add(link)
+        self.heartbeat = time.monotonic()
 
+    def _failed(self, what: str, error: Exception) -> None:
+        """Log a failure; the traceback only the first time its type is seen."""
+        first = type(error) not in self._logged
+        self._logged.add(type(error))
+        self.log.warning("%s failed: %s; will retry", what, error, exc_info=error if first else None)
+
+    # Known only once the callback returned: a link whose attach failed is tried again.
     def _add(self, link: Link) -> None:
-        self.known[link.index] = link
         self.on_add(link)
+        self.known[link.index] = link
 
     def _remove(self, index: int) -> None:
-        if self.known.pop(index, None) is not None:
+        if index in self.known:
             self.on_remove(index)
+            del self.known[index]
 
     def _run(self) -> None:
         from pyroute2 import IPRoute
@@ -151,23 +166,32 @@ class LinkMonitor:
             fd = None
         deadline = 0.0
         while not self._stop.is_set():
-            if fd is None:
-                self._stop.wait(RESCAN_EVERY)
-                self.sync()
-                continue
-            readable, _, _ = select.select([fd], [], [], 0.25)
-            if readable:
-                try:
-                    for msg in ipr.get():
-                        self._message(msg)
-                except Exception as e:  # ENOBUFS after a burst: messages lost, relist
-                    self.log.warning("netlink monitor: %s; relisting interfaces", e)
-                    self.sync()
-            if time.monotonic() >= deadline:
-                self.sync()
-                deadline = time.monotonic() + RESCAN_EVERY
+            try:
+                deadline = self._turn(ipr, fd, deadline)
+            except Exception as e:  # a bug of ours must not end the monitor: heartbeat shows it
+                self._failed("netlink monitor", e)
+                self._stop.wait(1.0)
         if ipr is not None:
             ipr.close()
+
+    def _turn(self, ipr, fd: int | None, deadline: float) -> float:
+        """One wait for netlink messages (or one rescan period without netlink); the next rescan time."""
+        if fd is None:
+            self._stop.wait(RESCAN_EVERY)
+            self.sync()
+            return deadline
+        readable, _, _ = select.select([fd], [], [], 0.25)
+        if readable:
+            try:
+                for msg in ipr.get():
+                    self._message(msg)
+            except Exception as e:  # ENOBUFS after a burst: messages lost, relist
+                self.log.warning("netlink monitor: %s; relisting interfaces", e)
+                self.sync()
+        if time.monotonic() >= deadline:
+            self.sync()
+            deadline = time.monotonic() + RESCAN_EVERY
+        return deadline
 
     def _message(self, msg) -> None:
         with self._lock:

@@ -9,7 +9,8 @@ bridge, peer veth) is kept once (`Dedup`), and UDP packets and TCP data segments
 beyond a per-flow budget are dropped (`FlowBudget`). The pipeline gets the same
 `(timestamp, linktype, bytes)` frames as `replay`, in lists, through a bounded
 queue: when it is full the batch is dropped and counted, capture never blocks.
-Kernel drops come from PACKET_STATISTICS per interface.
+Kernel drops come from PACKET_STATISTICS per interface. An unexpected exception
+while reading is counted (`errors`) and logged once per exception type; capture goes on.
 """
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ BUDGET_PERIOD = 10.0  # seconds after which every flow gets its budget back
 BUDGET_MAX = 1 << 18  # flows tracked before an early reset
 _STATS = struct.Struct("II")  # struct tpacket_stats {tp_packets, tp_drops}
 _MREQ = struct.Struct("iHH8s")  # struct packet_mreq
+ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD  # EtherTypes (IEEE 802, RFC 7042)
+VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100))  # 802.1Q, 802.1ad (QinQ), pre-standard QinQ
+FRAGMENT = -1  # locate_ip's protocol for an IPv4 fragment: ports are in the first one only
+
 
 def open_socket(link: Link, *, payload_bytes: int = 4096, rcvbuf: int = RCVBUF) -> socket.socket:
     """A non-blocking AF_PACKET socket on `link` with the filter attached before binding,
@@ -67,14 +72,46 @@ def read_kernel_stats(sock: socket.socket) -> tuple[int, int]:
     return _STATS.unpack(sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS.size))
 
 
+def locate_ip(frame: bytes, off: int) -> tuple[int, int, bytes, bytes] | None:
+    """(protocol, L4 offset, addresses, fixed) of the IP packet in `frame`, or None when
+    it is not IP or too short (the decoder then counts it; nothing here may raise).
+
+    `off` is the link header's length: 14 for Ethernet, whose 802.1Q/QinQ tags the
+    kernel filter passes whole and are skipped here, 0 for raw IP. `fixed` is what
+    forwarding leaves alone in the IP header: IPv4 length, id and fragment field,
+    or IPv6 payload length and next header. An IPv4 fragment has protocol FRAGMENT.
+    """
+    if off:
+        if len(frame) < off:
+            return None
+        etype = frame[off - 2] << 8 | frame[off - 1]
+        while etype in VLAN_TYPES:
+            if len(frame) < off + 4:
+                return None
+            etype = frame[off + 2] << 8 | frame[off + 3]
+            off += 4
+        if etype != ETH_IPV4 and etype != ETH_IPV6:
+            return None
+    if len(frame) < off + 20:
+        return None
+    version, ihl = frame[off] >> 4, (frame[off] & 15) * 4
+    if version == 4 and ihl >= 20:
+        proto = FRAGMENT if frame[off + 6] & 0x3F or frame[off + 7] else frame[off + 9]
+        return proto, off + ihl, frame[off + 12:off + 20], frame[off + 2:off + 8]
+    if version == 6 and len(frame) >= off + 40:
+        return frame[off + 6], off + 40, frame[off + 8:off + 40], frame[off + 4:off + 7]
+    return None
+
+
 class Dedup:
     """Remembers packet fingerprints for 1-2 `period`s: the second copy of a packet
     (seen on the pod's veth, then on the bridge) is recognised and skipped.
 
     The fingerprint covers what forwarding does not change: IPv4 length, id and
-    fragment field, addresses, and the first 18 bytes of the L4 header (ports,
-    TCP seq/ack/flags/window/checksum or UDP length/checksum); TTL, hop limit and
-    the IPv4 header checksum are left out because routing rewrites them.
+    fragment field (IPv6 payload length and next header), addresses, and the first
+    18 bytes of the L4 header (ports, TCP seq/ack/flags/window/checksum or UDP
+    length/checksum); TTL, hop limit and the IPv4 header checksum are left out
+    because routing rewrites them. `ip` is `locate_ip`'s answer for the frame.
     """
 
     __slots__ = ("period", "current", "previous", "rotate_at", "duplicates")
@@ -83,20 +120,16 @@ class Dedup:
         self.period, self.current, self.previous = period, set(), set()
         self.rotate_at, self.duplicates = 0.0, 0
 
-    def seen(self, frame: bytes, off: int, now: float) -> bool:
+    def seen(self, frame: bytes, ip: tuple[int, int, bytes, bytes] | None, now: float) -> bool:
         if now >= self.rotate_at or len(self.current) >= DEDUP_MAX:
             # After a quiet spell longer than a period, the last generation is stale too.
             self.previous = self.current if now < self.rotate_at + self.period else set()
             self.current = set()
             self.rotate_at = now + self.period
-        version = frame[off] >> 4
-        if version == 4:
-            l4 = off + (frame[off] & 15) * 4
-            fp = hash(frame[off + 2:off + 8] + frame[off + 12:off + 20] + frame[l4:l4 + 18])
-        elif version == 6:
-            fp = hash(frame[off + 4:off + 7] + frame[off + 8:off + 58])
-        else:
+        if ip is None:
             return False
+        _proto, l4, addrs, fixed = ip
+        fp = hash(fixed + addrs + frame[l4:l4 + 18])
         if fp in self.current or fp in self.previous:
             self.duplicates += 1
             return True
@@ -107,7 +140,8 @@ class Dedup:
 class FlowBudget:
     """At most `udp` UDP packets and `tcp` TCP data segments per flow direction per
     `period`; SYN/FIN/RST always pass. Past the budget packets are dropped and counted:
-    the judges have what they need, and the flow still shows life once a period."""
+    the judges have what they need, and the flow still shows life once a period.
+    Fragments, other protocols and frames `locate_ip` cannot read (`ip` None) pass."""
 
     __slots__ = ("udp", "tcp", "period", "counts", "reset_at", "limited")
 
@@ -116,20 +150,13 @@ class FlowBudget:
         self.counts: dict[int, int] = {}
         self.reset_at, self.limited = 0.0, {"udp": 0, "tcp": 0}
 
-    def allow(self, frame: bytes, off: int, now: float) -> bool:
+    def allow(self, frame: bytes, ip: tuple[int, int, bytes, bytes] | None, now: float) -> bool:
         if now >= self.reset_at or len(self.counts) >= BUDGET_MAX:
             self.counts = {}
             self.reset_at = now + self.period
-        version = frame[off] >> 4
-        if version == 4:
-            proto, l4 = frame[off + 9], off + (frame[off] & 15) * 4
-            if frame[off + 6] & 0x3F or frame[off + 7]:
-                return True  # fragments: ports are in the first one only
-            addrs = frame[off + 12:off + 20]
-        elif version == 6:
-            proto, l4, addrs = frame[off + 6], off + 40, frame[off + 8:off + 40]
-        else:
+        if ip is None:
             return True
+        proto, l4, addrs, _fixed = ip
         if proto == 6:
             if len(frame) < l4 + 14 or frame[l4 + 13] & TCP_SYN_FIN_RST:
                 return True
@@ -148,10 +175,10 @@ class FlowBudget:
 
 
 class InterfaceStats:
-    __slots__ = ("name", "packets", "drops", "frames")
+    __slots__ = ("name", "packets", "drops")
 
     def __init__(self, name: str):
-        self.name, self.packets, self.drops, self.frames = name, 0, 0, 0
+        self.name, self.packets, self.drops = name, 0, 0
 
 
 class LiveCapture:
@@ -171,7 +198,9 @@ class LiveCapture:
         self.budget = FlowBudget(udp=udp_packets_per_flow, tcp=tcp_segments_per_flow)
         self.interfaces: dict[int, InterfaceStats] = {}  # attached, by ifindex
         self.detached = InterfaceStats("_detached")  # totals of interfaces that went away
-        self.queue_dropped = self.frames = self.loops = 0
+        self.queue_dropped = 0
+        self.errors = 0  # unexpected exceptions while reading or filtering, each logged once per type
+        self._logged: set[type] = set()
         self.heartbeat = time.monotonic()
         self._socks: dict[int, tuple[socket.socket, Link]] = {}  # fd -> (socket, link)
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
@@ -194,10 +223,6 @@ class LiveCapture:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    @property
-    def attached(self) -> list[str]:
-        return sorted(s.name for s in self.interfaces.values())
-
     def kernel_stats(self) -> dict[str, tuple[int, int]]:
         """interface -> (packets passed by the filter, kernel drops), `_detached` included."""
         stats = {s.name: (s.packets, s.drops) for s in list(self.interfaces.values())}
@@ -210,16 +235,20 @@ class LiveCapture:
         next_stats = 0.0
         try:
             while not self._stop.is_set():
-                self._apply_commands(poller)
-                events = poller.poll(0.1)
-                batch = self._read(events, poller) if events else []
-                if batch:
-                    self._put(batch)
-                mono = time.monotonic()
-                self.heartbeat, self.loops = mono, self.loops + 1
-                if mono >= next_stats:
-                    self._poll_kernel_stats()
-                    next_stats = mono + 1.0
+                try:
+                    self._apply_commands(poller)
+                    events = poller.poll(0.1)
+                    batch = self._read(events, poller) if events else []
+                    if batch:
+                        self._put(batch)
+                    mono = time.monotonic()
+                    self.heartbeat = mono
+                    if mono >= next_stats:
+                        self._poll_kernel_stats()
+                        next_stats = mono + 1.0
+                except Exception as e:  # a bug of ours must not end capture silently
+                    self._error(e, "capture loop")
+                    self._stop.wait(0.1)  # no spinning if it happens on every turn
         finally:
             for fd in list(self._socks):
                 self._close(fd, poller)
@@ -229,29 +258,29 @@ class LiveCapture:
         batch: list = []
         append = batch.append
         dedup_seen, budget_allow = self.dedup.seen, self.budget.allow
-        for fd, mask in events:
+        for fd, _mask in events:
             entry = self._socks.get(fd)
             if entry is None:
                 continue
             sock, link = entry
             linktype, off = link.linktype, 14 if link.linktype == LINKTYPE_ETHERNET else 0
-            recv, now, kept = sock.recv, self.clock(), 0
             try:
+                recv, now = sock.recv, self.clock()
                 for _ in range(DRAIN):
                     frame = recv(MAX_FRAME)
-                    if len(frame) <= off or dedup_seen(frame, off, now) or not budget_allow(frame, off, now):
+                    if len(frame) <= off:
                         continue
-                    append((now, linktype, frame))
-                    kept += 1
+                    ip = locate_ip(frame, off)
+                    if not dedup_seen(frame, ip, now) and budget_allow(frame, ip, now):
+                        append((now, linktype, frame))
             except BlockingIOError:
                 pass
             except OSError as e:  # ENETDOWN/ENXIO: the interface is going away
                 if e.errno not in (errno.EINTR, errno.EAGAIN):
                     self.log.info("interface %s: %s; detaching", link.name, e.strerror)
                     self._detach(link.index, poller)
-            stats = self.interfaces.get(link.index)
-            if stats is not None:
-                stats.frames += kept
+            except Exception as e:  # the frames read so far are kept; the socket is read again next turn
+                self._error(e, link.name)
             if len(batch) >= BATCH:
                 self._put(batch)
                 batch = []
@@ -261,9 +290,16 @@ class LiveCapture:
     def _put(self, batch: list) -> None:
         try:
             self.out.put_nowait(batch)
-            self.frames += len(batch)
         except queue.Full:
             self.queue_dropped += len(batch)
+
+    def _error(self, error: Exception, where: str) -> None:
+        """Count an unexpected exception; log its traceback the first time its type is seen."""
+        self.errors += 1
+        if type(error) not in self._logged:
+            self._logged.add(type(error))
+            self.log.error("capture error on %s (counted; further %s not logged)", where,
+                           type(error).__name__, exc_info=error)
 
     def _apply_commands(self, poller) -> None:
         while True:
@@ -302,7 +338,6 @@ class LiveCapture:
         if stats is not None:
             self.detached.packets += stats.packets
             self.detached.drops += stats.drops
-            self.detached.frames += stats.frames
         try:
             poller.unregister(fd)
         except OSError:

@@ -25,14 +25,13 @@ from typing import Any, Callable, Iterable
 import orjson
 
 from agent.inventory.kubeconfig import (
-    CLIENT_ERROR, GONE, INTERNAL, RESOURCES, TIMEOUT, KubeApiError, KubeConfigError, Resource,
-    call, classify, dump_cluster, iter_lines, iter_pages, load_api_client, status_error,
+    CLIENT_ERROR, GONE, INTERNAL, RESOURCES, TIMEOUT, KubeApiError, Resource,
+    call, classify, iter_lines, iter_pages, status_error,
 )
 from agent.inventory.objects import ObjectError, convert
 from agent.inventory.store import Store, _key
 
-__all__ = ["Inventory", "ResourceStats", "KubeApiError", "KubeConfigError", "RESOURCES",
-           "dump_cluster", "load_api_client"]
+__all__ = ["Inventory", "ResourceStats"]
 
 CONNECT_TIMEOUT = 10.0
 QUIET_LIMIT = 150.0  # default read timeout of a watch, seconds
@@ -55,7 +54,7 @@ class _State:
     last_event: float | None = None
     error: str | None = None
     resource_version: str | None = None  # None: (re)list before watching
-    failures: int = 0  # consecutive
+    failures: int = 0  # consecutive: since the last watch event or bookmark, lists included
     response: Any = None  # the open watch stream, so stop() can cut it
 
 
@@ -173,7 +172,7 @@ class Inventory:
             state.error, state.synced = str(error), False
             delay = longest
             self.log.error("%s; attempt %d failed; will retry in %.1fs", error, state.failures, delay)
-        elif error.reason == GONE and state.failures == 1:
+        elif error.reason == GONE and state.failures == 1:  # a second 410 before any event waits
             state.resource_version = None
             self.log.info("%s", error)
             return
@@ -201,7 +200,8 @@ class Inventory:
         with self.lock:
             self.store.replace(resource.kind, objects, at=at)
         state.resource_version = version or ""
-        state.synced, state.error, state.failures, state.last_event = True, None, 0, at
+        # failures stay: a watch that fails at once after every list must not relist back to back.
+        state.synced, state.error, state.last_event = True, None, at
         if all(s.synced for s in self._states.values()):
             self._all_synced.set()
         self.log.info("%s: listed %d at resourceVersion %s", resource.name, len(objects), version)
@@ -214,7 +214,7 @@ class Inventory:
         response = call(self.api_client, resource, watch=True, resource_version=state.resource_version,
                         allow_watch_bookmarks=True, timeout_seconds=duration,
                         _request_timeout=(CONNECT_TIMEOUT, read_timeout))
-        state.response, state.failures = response, 0
+        state.response = response  # failures are reset by the first event, not by connecting
         if self._stopping.is_set():  # stop() may have looked before the response was there
             response.close()
             return
@@ -238,7 +238,7 @@ class Inventory:
         if kind == "ERROR":
             raise status_error(obj, resource=resource)
         now = self.clock()
-        state.last_event = now
+        state.last_event, state.failures = now, 0
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             obj.setdefault("kind", resource.kind)
             if (converted := self._convert(resource, obj)) is not None:

@@ -65,6 +65,8 @@ class CaptureCollector:
         yield from (drops, passed)
         yield GaugeMetricFamily("flowwarden_capture_interfaces", "Interfaces captured on.",
                                 value=len(capture.interfaces))
+        yield CounterMetricFamily("flowwarden_capture_errors", "Capture errors (malformed frames, socket "
+                                  "faults) survived; the first of each kind is logged.", value=capture.errors)
         yield CounterMetricFamily("flowwarden_capture_duplicates", "Copies of a packet already seen on "
                                   "another interface (veth and bridge), skipped.", value=capture.dedup.duplicates)
         limited = CounterMetricFamily("flowwarden_capture_limited", "Packets past their flow's budget, "

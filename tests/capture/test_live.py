@@ -8,20 +8,22 @@ Everything is deleted in the fixture teardown, also on failure.
 from __future__ import annotations
 
 import queue
+import socket
 import subprocess
 import sys
 import time
 import uuid
 
 import pytest
+from hypothesis import given, strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
-from scapy.layers.l2 import ARP, Ether
+from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 from agent.capture.interfaces import DEFAULT_PATTERNS, LINKTYPE_ETHERNET, Link, LinkMonitor, list_links, matches, \
     parse_patterns
-from agent.capture.live import Dedup, FlowBudget, LiveCapture
+from agent.capture.live import FRAGMENT, Dedup, FlowBudget, LiveCapture, locate_ip
 
 SEND = """
 import socket, sys
@@ -137,23 +139,31 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(veth):
         capture.stop()
 
 
+def _seen(dedup: Dedup, frame: bytes, now: float, off: int = 14) -> bool:
+    return dedup.seen(frame, locate_ip(frame, off), now)
+
+
+def _allow(budget: FlowBudget, frame: bytes, now: float, off: int = 14) -> bool:
+    return budget.allow(frame, locate_ip(frame, off), now)
+
+
 def test_a_packet_seen_again_on_another_interface_is_a_duplicate_even_after_routing():
     syn = bytes(E / IP(ttl=64, **V4) / TCP(sport=40000, dport=80, flags="S", seq=7))
     routed = bytes(E / IP(ttl=63, **V4) / TCP(sport=40000, dport=80, flags="S", seq=7))
     retry = bytes(E / IP(ttl=64, **V4) / TCP(sport=40001, dport=80, flags="S", seq=7))
     dedup = Dedup(period=0.5)
-    assert not dedup.seen(syn, 14, 100.0)
-    assert dedup.seen(routed, 14, 100.01)
-    assert not dedup.seen(retry, 14, 100.02)
+    assert not _seen(dedup, syn, 100.0)
+    assert _seen(dedup, routed, 100.01)
+    assert not _seen(dedup, retry, 100.02)
     assert dedup.duplicates == 1
-    assert not dedup.seen(syn, 14, 101.5)  # remembered for at most two periods
+    assert not _seen(dedup, syn, 101.5)  # remembered for at most two periods
 
 
 def test_ipv6_duplicates_are_recognised_too():
     a = bytes(E / IPv6(hlim=64, **V6) / TCP(sport=1, dport=2, flags="S"))
     b = bytes(E / IPv6(hlim=63, **V6) / TCP(sport=1, dport=2, flags="S"))
     dedup = Dedup()
-    assert not dedup.seen(a, 14, 1.0) and dedup.seen(b, 14, 1.0)
+    assert not _seen(dedup, a, 1.0) and _seen(dedup, b, 1.0)
 
 
 def test_udp_and_tcp_data_past_the_flow_budget_are_dropped_and_counted():
@@ -162,12 +172,12 @@ def test_udp_and_tcp_data_past_the_flow_budget_are_dropped_and_counted():
     other = bytes(E / IP(**V4) / UDP(sport=5001, dport=53))
     data = bytes(E / IP(**V4) / TCP(sport=6000, dport=80, flags="PA") / Raw(b"GET"))
     fin = bytes(E / IP(**V4) / TCP(sport=6000, dport=80, flags="FA"))
-    assert [budget.allow(udp, 14, 0.0) for _ in range(3)] == [True, True, False]
-    assert budget.allow(other, 14, 0.0)
-    assert [budget.allow(data, 14, 0.0) for _ in range(2)] == [True, False]
-    assert budget.allow(fin, 14, 0.0)  # FIN/RST/SYN always pass
+    assert [_allow(budget, udp, 0.0) for _ in range(3)] == [True, True, False]
+    assert _allow(budget, other, 0.0)
+    assert [_allow(budget, data, 0.0) for _ in range(2)] == [True, False]
+    assert _allow(budget, fin, 0.0)  # FIN/RST/SYN always pass
     assert budget.limited == {"udp": 1, "tcp": 1}
-    assert budget.allow(udp, 14, 10.0)  # a new period: the flow shows life again
+    assert _allow(budget, udp, 10.0)  # a new period: the flow shows life again
 
 
 def test_interface_globs_cover_the_common_cnis_and_user_lists():
@@ -201,3 +211,97 @@ def test_the_netlink_monitor_reports_links_that_appear_and_vanish():
         monitor.stop()
         _ip("link", "del", f"fwt{tag}a", check=False)
 
+
+
+# --- VLAN tags and frames too short or not IP: never an exception -------------------
+
+def test_vlan_and_qinq_tags_are_skipped_to_find_the_ip_header():
+    tcp = IP(**V4) / TCP(sport=7000, dport=80, flags="PA") / Raw(b"GET")
+    plain, tagged = bytes(E / tcp), bytes(E / Dot1Q(vlan=7) / tcp)
+    qinq = bytes(E / Dot1AD(vlan=1) / Dot1Q(vlan=7) / tcp)
+    assert locate_ip(plain, 14) == (6, 34, bytes(tcp)[12:20], bytes(tcp)[2:8])
+    assert locate_ip(tagged, 14) == (6, 38, bytes(tcp)[12:20], bytes(tcp)[2:8])
+    assert locate_ip(qinq, 14) == (6, 42, bytes(tcp)[12:20], bytes(tcp)[2:8])
+    assert locate_ip(bytes(tcp), 0)[1] == 20  # raw IP links have no Ethernet header
+    v6 = bytes(E / Dot1Q(vlan=7) / IPv6(**V6) / UDP(sport=1, dport=53))
+    assert locate_ip(v6, 14)[:2] == (17, 58)
+    fragment = bytes(E / Dot1Q(vlan=7) / IP(flags="MF", **V4) / UDP(sport=1, dport=53))
+    assert locate_ip(fragment, 14)[0] == FRAGMENT
+    budget = FlowBudget(udp=1, tcp=1)
+    assert [_allow(budget, f, 0.0) for f in (tagged, tagged, qinq)] == [True, False, False]
+    dedup = Dedup()
+    assert not _seen(dedup, tagged, 0.0) and _seen(dedup, qinq, 0.0)  # the same packet on another segment
+
+
+def test_a_short_vlan_frame_is_passed_to_the_decoder_not_an_index_error():
+    tagged = bytes(E / Dot1Q(vlan=7) / IP(**V4) / TCP(sport=7000, dport=80, flags="PA") / Raw(b"GET"))
+    dedup, budget = Dedup(), FlowBudget(udp=1, tcp=1)
+    for n in range(14 + 4 + 20):  # every prefix cut before the IP header ends, <= 23 bytes among them
+        frame = tagged[:n]
+        assert locate_ip(frame, 14) is None, n
+        assert not _seen(dedup, frame, 0.0) and _allow(budget, frame, 0.0), n
+    arp_in_vlan = bytes(E / Dot1Q(vlan=7) / ARP())
+    assert locate_ip(arp_in_vlan, 14) is None and _allow(budget, arp_in_vlan, 0.0)
+
+
+@given(st.binary(max_size=80), st.sampled_from([b"\x81\x00", b"\x88\xa8", b"\x91\x00", b"\x08\x00", b"\x86\xdd"]),
+       st.sampled_from([0, 14]))
+def test_garbage_frames_never_raise_in_dedup_or_budget(body, etype, off):
+    frame = bytes(12) + etype + body if off else body
+    ip = locate_ip(frame, off)
+    assert ip is None or (ip[1] >= off + 20 and len(ip[2]) in (8, 32))  # past a whole IP header
+    Dedup().seen(frame, ip, 0.0)
+    FlowBudget(udp=1, tcp=1).allow(frame, ip, 0.0)
+
+
+def _send_here(iface: str, frames: list[bytes]) -> None:
+    """Frames sent on our end of the veth: capture sees them on the way out."""
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((iface, 0))
+        for frame in frames:
+            s.send(frame)
+
+
+def test_short_vlan_and_garbage_frames_on_the_wire_leave_capture_running(veth):
+    host, _ns, _peer = veth
+    capture, out = _capture(host)
+    eth = bytes(E)[:12]
+    short_vlan = [eth + b"\x81\x00" + bytes(n) for n in range(1, 10)]  # 15-23 bytes
+    garbage = [eth + b"\x81\x00" + bytes.fromhex("0007 0800 4f") + bytes(5),  # IHL past the end
+               eth + b"\x88\xa8" + bytes.fromhex("0001 8100 0007 86dd 60")]  # QinQ, IPv6 cut short
+    syn = bytes(E / IP(**V4) / TCP(sport=42000, dport=80, flags="S"))
+    try:
+        _send_here(host, short_vlan + garbage + [syn])
+        frames = _drain(out, len(short_vlan) + len(garbage) + 1)
+        assert capture._thread.is_alive() and time.monotonic() - capture.heartbeat < 1
+    finally:
+        capture.stop()
+    got = sorted(f for _ts, _lt, f in frames)
+    assert got == sorted(short_vlan + garbage + [syn]), [f.hex() for f in got]  # the decoder judges them
+    assert capture.errors == 0
+
+
+def test_an_error_reading_a_socket_is_counted_logged_once_and_capture_goes_on(veth, caplog):
+    host, _ns, _peer = veth
+    calls = []
+
+    def clock() -> float:  # fails on its first three readings
+        calls.append(1)
+        if len(calls) <= 3:
+            raise RuntimeError("clock unavailable")
+        return 1000.0
+
+    capture, out = _capture(host, clock=clock)
+    syns = [bytes(E / IP(**V4) / TCP(sport=43000 + i, dport=80, flags="S")) for i in range(6)]
+    try:
+        with caplog.at_level("ERROR", logger="flowwarden.capture"):
+            for syn in syns:
+                _send_here(host, [syn])
+                time.sleep(0.05)  # one read (one clock call) per frame
+            frames = _drain(out, 3)
+        assert capture._thread.is_alive()
+    finally:
+        capture.stop()
+    assert capture.errors == 3
+    assert [r.exc_info[0] for r in caplog.records if r.name == "flowwarden.capture"] == [RuntimeError]
+    assert {f for _ts, _lt, f in frames} == set(syns)  # what could not be read then is read later

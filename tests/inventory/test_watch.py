@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from agent.inventory.snapshot import load_cluster
 from agent.inventory.store import Store
-from agent.inventory.watch import KubeConfigError, dump_cluster, load_api_client
+from agent.inventory.kubeconfig import KubeConfigError, dump_cluster, load_api_client
 from agent.model import AMBIGUOUS, EXTERNAL, NODE, POD, SERVICE
 from agent.sinks.kube_collector import KubeCollector
 from tests.kubeapi import (  # noqa: F401 (fixtures)

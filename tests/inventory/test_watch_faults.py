@@ -2,9 +2,11 @@
 import logging
 import threading
 import time
+from itertools import pairwise
 
-from agent.inventory.watch import Inventory, load_api_client
+from agent.inventory.kubeconfig import load_api_client
 from agent.inventory.store import Store
+from agent.inventory.watch import Inventory
 from tests.kubeapi import (  # noqa: F401 (fixtures)
     eventually, kubeapi, kubeconfig, namespace, pod, start_inventory, write_kubeconfig,
 )
@@ -142,3 +144,39 @@ def test_stop_ends_every_thread_promptly_with_watches_open(kubeapi, start_invent
     inventory.stop()
     assert time.monotonic() - started < 2
     assert not [t for t in threading.enumerate() if t.name.startswith("flowwarden-") and t.is_alive()]
+
+
+def test_a_watch_that_breaks_right_after_connecting_backs_off_instead_of_spinning(kubeapi, start_inventory):
+    inventory = start_inventory(backoff=(0.02, 0.5))
+    assert inventory.wait_synced(5)
+    eventually(lambda: kubeapi.requests_for("pods", "watch"), what="first watch")
+    kubeapi.set_down(True)  # the open watch drops; the pod below waits in the next watch's backlog
+    kubeapi.put(pod("web", IP))
+    kubeapi.fail("pods", "watch", after_events=0, times=1000)  # headers, then the connection drops
+    kubeapi.set_down(False)
+    time.sleep(2.0)
+    watches = kubeapi.requests_for("pods", "watch")[1:]
+    gaps = [b.at - a.at for a, b in pairwise(watches)]
+    assert 5 <= len(watches) <= 15, gaps  # spinning at 0.01-0.02 s would be about a hundred
+    assert gaps[-1] >= 0.25 and gaps[-1] > 4 * gaps[0], gaps  # the longest backoff, jittered down to half
+    with kubeapi.cond:
+        kubeapi.faults.clear()
+    eventually(lambda: pod_names(inventory) == {"web"}, timeout=3, what="the pod once watches work")
+    assert len(kubeapi.requests_for("pods", "list")) == 1
+
+
+def test_repeated_410s_do_not_relist_back_to_back(kubeapi, start_inventory):
+    inventory = start_inventory(backoff=(0.05, 0.4))
+    assert inventory.wait_synced(5)
+    kubeapi.fail("pods", "watch", status=410, times=1000)
+    kubeapi.drop_watches("pods")
+    time.sleep(1.5)
+    lists = kubeapi.requests_for("pods", "list")[1:]
+    gaps = [b.at - a.at for a, b in pairwise(lists)]
+    assert 2 <= len(lists) <= 10, gaps  # back to back, a full list would repeat hundreds of times
+    assert all(gap >= 0.05 for gap in gaps), gaps  # at least the first backoff before a second relist
+    with kubeapi.cond:
+        kubeapi.faults.clear()
+    kubeapi.put(pod("web", IP))
+    eventually(lambda: pod_names(inventory) == {"web"}, timeout=3, what="the pod once watches work")
+    assert inventory.ready

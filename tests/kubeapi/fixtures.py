@@ -41,7 +41,8 @@ def eventually(predicate, timeout: float = 5.0, what: str = "condition"):
 def start_inventory(kubeconfig):
     """start_inventory(store=None, *, clock=None, **Inventory options) -> a started Inventory."""
     from agent.inventory.store import Store
-    from agent.inventory.watch import Inventory, load_api_client
+    from agent.inventory.kubeconfig import load_api_client
+    from agent.inventory.watch import Inventory
 
     started = []
 
