@@ -160,6 +160,10 @@ class Store:
         slices = self._backends.get((namespace, name), {})
         return sorted({a for addresses in slices.values() for a in addresses})
 
+    def get(self, kind: str, obj: Any) -> Any:
+        """The stored object with the same identity as `obj` (same uid, or namespace and name)."""
+        return self.objects[kind].get(_key(kind, obj))
+
     def counts(self) -> dict[str, int]:
         return {kind: len(objs) for kind, objs in self.objects.items()}
 

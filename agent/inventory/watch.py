@@ -29,7 +29,7 @@ from agent.inventory.kubeconfig import (
     call, classify, iter_lines, iter_pages, status_error,
 )
 from agent.inventory.objects import ObjectError, convert
-from agent.inventory.store import Store, _key
+from agent.inventory.store import Store
 
 __all__ = ["Inventory", "ResourceStats"]
 
@@ -243,7 +243,7 @@ class Inventory:
             obj.setdefault("kind", resource.kind)
             if (converted := self._convert(resource, obj)) is not None:
                 with self.lock:
-                    stored = self.store.objects[resource.kind].get(_key(resource.kind, converted))
+                    stored = self.store.get(resource.kind, converted)
                     # Status churn we do not keep (conditions, restarts...) changes nothing.
                     if kind == "DELETED" or stored != converted:
                         self.store.apply(resource.kind, kind, converted, at=now)
