@@ -2,8 +2,8 @@
 
 The only module that knows the stage order. `replay` and the live agent build a
 `Pipeline` and feed it batches of frames; everything after the entry is one
-code path. A judge or sink exception is logged once per judge, counted, and the
-loop goes on; a bad packet never reaches here (the flow table counts it).
+code path. A failing step (enrichment, a judge, a sink) is logged once, counted,
+and the loop goes on; a bad packet never reaches here (the flow table counts it).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from agent.config import Config
-from agent.flows.table import FlowSettings, FlowTable
+from agent.flows.table import FlowTable
 from agent.judges import build_judges
 from agent.judges.netpol import NetpolEngine, NetpolJudge, policy_change
 from agent.judges.tls import tls_record
@@ -60,10 +60,7 @@ class Pipeline:
         if candidates:
             netpol = next((j for j in self.judges if isinstance(j, NetpolJudge)), None)
             self.what_if = WhatIf(view, candidates, netpol.engine if netpol else NetpolEngine(view))
-        f = config.flows
-        self.table = FlowTable(on_end=self.judge_flow, settings=FlowSettings(
-            tcp_timeout=f.tcp_timeout, udp_timeout=f.udp_timeout, closed_linger=f.closed_linger,
-            max_flows=f.max_flows))
+        self.table = FlowTable(on_end=self.judge_flow, settings=config.flows)
         self.dropped: dict[tuple[str, str], int] = {}
         self.totals = Totals()
         self._failed_steps: set[tuple[str, str]] = set()

@@ -310,9 +310,7 @@ class Agent:
     def _apply(self, config: Config, judges: list) -> None:
         self.config = self.pipeline.config = config
         self.pipeline.judges = judges
-        s, f = self.pipeline.table.settings, config.flows
-        s.tcp_timeout, s.udp_timeout, s.closed_linger, s.max_flows = (
-            f.tcp_timeout, f.udp_timeout, f.closed_linger, f.max_flows)
+        self.pipeline.table.settings = config.flows
         self.events.window = config.events.window
         self.capture.budget.udp = config.capture.udp_packets_per_flow
         self.capture.budget.tcp = config.capture.tcp_segments_per_flow

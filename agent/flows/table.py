@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from typing import Callable
 
+from agent.config import FlowConfig
 from agent.decode.app import classify
 from agent.decode.errors import DecodeError, Skip
 from agent.decode.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, decode_frame, reverse_key, split_key
@@ -22,16 +23,7 @@ _SYN_ONLY = TCP_SYN
 _SYN_ACK = TCP_SYN | TCP_ACK
 _FIN_RST = TCP_FIN | TCP_RST
 SCTP_ABORT = 6  # chunk type (RFC 9260)
-
-
-class FlowSettings:
-    """Timeouts (seconds of capture time) and limits of the table."""
-    __slots__ = ("tcp_timeout", "udp_timeout", "closed_linger", "max_flows", "classify_bytes")
-
-    def __init__(self, *, tcp_timeout: float = 300.0, udp_timeout: float = 60.0,
-                 closed_linger: float = 5.0, max_flows: int = 1_000_000, classify_bytes: int = 16384):
-        self.tcp_timeout, self.udp_timeout, self.closed_linger = tcp_timeout, udp_timeout, closed_linger
-        self.max_flows, self.classify_bytes = max_flows, classify_bytes
+CLASSIFY_BYTES = 16384  # first bytes of each direction kept until the connection is classified
 
 
 class Track:
@@ -55,9 +47,9 @@ def _sender_is_server(sport: int, dport: int) -> bool:
 
 
 class FlowTable:
-    def __init__(self, *, on_end: Callable[[Flow, object], None], settings: FlowSettings | None = None):
+    def __init__(self, *, on_end: Callable[[Flow, object], None], settings: FlowConfig | None = None):
         self.on_end = on_end
-        self.settings = settings or FlowSettings()
+        self.settings = settings or FlowConfig()  # read at each use: a reload may replace it
         self.flows: dict[bytes, tuple] = {}  # key -> (flow, forward, track, other key)
         self.packets = 0
         self.dropped: dict[str, int] = {}
@@ -107,7 +99,7 @@ class FlowTable:
                     if end > start:
                         self._payload(entry, forward, seq, frame[start:end])
                     elif flags & _SYN_ACK == _SYN_ACK and not forward and track.server is None:
-                        track.server = StreamStart(seq, self.settings.classify_bytes)
+                        track.server = StreamStart(seq, CLASSIFY_BYTES)
         self.packets += len(frames)
         self._since_sweep += len(frames)
         if frames:
@@ -137,7 +129,7 @@ class FlowTable:
         flow.mid_stream, flow.established = mid_stream, established
         track = None
         if proto == 6:  # mid-stream flows are tracked too, but only a TLS handshake will count
-            cap = self.settings.classify_bytes
+            cap = CLASSIFY_BYTES
             track = (Track(StreamStart(None, cap), None) if mid_stream else
                      Track(StreamStart(seq, cap), None) if forward else
                      Track(StreamStart(None, cap), StreamStart(seq, cap)))
@@ -156,7 +148,7 @@ class FlowTable:
             stream = track.client
         else:
             if track.server is None:  # the SYN-ACK was not seen: the first segment starts it
-                track.server = StreamStart(None, self.settings.classify_bytes)
+                track.server = StreamStart(None, CLASSIFY_BYTES)
             stream = track.server
         stream.add(seq, payload)
         if forward and track.hello:

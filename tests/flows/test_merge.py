@@ -10,7 +10,8 @@ import socket
 import struct
 
 from agent.flows.merge import ConntrackMerge, table_key
-from agent.flows.table import FlowSettings, FlowTable
+from agent.config import FlowConfig
+from agent.flows.table import FlowTable
 from agent.model import CAPTURE, CONNTRACK, CT_DESTROY, CT_NEW, ConntrackEvent
 
 MACS = bytes.fromhex("02420af40214 02420af4010a")
@@ -49,7 +50,7 @@ class Harness:
 
     def __init__(self, **merge):
         self.judged: list = []
-        self.table = FlowTable(on_end=None, settings=FlowSettings(closed_linger=5.0))
+        self.table = FlowTable(on_end=None, settings=FlowConfig(closed_linger=5.0))
         self.merge = ConntrackMerge(self.table, lambda flow, cls: self.judged.append((flow, cls)), **merge)
         self.table.on_end = self.merge.on_end
 

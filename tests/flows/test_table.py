@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from agent.capture.pcap import read_frames
-from agent.flows.table import FlowSettings, FlowTable
+from agent.config import FlowConfig
+from agent.flows.table import FlowTable
 
 CRAFTED = Path(__file__).resolve().parents[2] / "pcaps" / "crafted"
 MACS = bytes.fromhex("02420af40214 02420af4010a")
@@ -52,7 +53,7 @@ class Recorder:
     def __init__(self, **settings):
         self.ended: list = []
         self.table = FlowTable(on_end=lambda flow, cls: self.ended.append((flow, cls)),
-                               settings=FlowSettings(**settings))
+                               settings=FlowConfig(**settings))
 
     def feed(self, *frames) -> "Recorder":
         for f in frames:
