@@ -149,19 +149,20 @@ def test_stop_ends_every_thread_promptly_with_watches_open(kubeapi, start_invent
 def test_a_watch_that_breaks_right_after_connecting_backs_off_instead_of_spinning(kubeapi, start_inventory):
     inventory = start_inventory(backoff=(0.02, 0.5))
     assert inventory.wait_synced(5)
-    eventually(lambda: kubeapi.requests_for("pods", "watch"), what="first watch")
-    kubeapi.set_down(True)  # the open watch drops; the pod below waits in the next watch's backlog
-    kubeapi.put(pod("web", IP))
+    kubeapi.put(pod("probe", "10.1.0.8"))  # seen through the watch: the stream is live
+    eventually(lambda: pod_names(inventory) == {"probe"}, what="the first watch streaming")
+    watched = len(kubeapi.requests_for("pods", "watch"))
     kubeapi.fail("pods", "watch", after_events=0, times=1000)  # headers, then the connection drops
-    kubeapi.set_down(False)
+    kubeapi.drop_watches("pods")  # the live stream drops; the pod below waits for a working watch
+    kubeapi.put(pod("web", IP))
     time.sleep(2.0)
-    watches = kubeapi.requests_for("pods", "watch")[1:]
+    watches = kubeapi.requests_for("pods", "watch")[watched:]
     gaps = [b.at - a.at for a, b in pairwise(watches)]
     assert 5 <= len(watches) <= 15, gaps  # spinning at 0.01-0.02 s would be about a hundred
     assert gaps[-1] >= 0.25 and gaps[-1] > 4 * gaps[0], gaps  # the longest backoff, jittered down to half
     with kubeapi.cond:
         kubeapi.faults.clear()
-    eventually(lambda: pod_names(inventory) == {"web"}, timeout=3, what="the pod once watches work")
+    eventually(lambda: pod_names(inventory) == {"probe", "web"}, timeout=3, what="the pod once watches work")
     assert len(kubeapi.requests_for("pods", "list")) == 1
 
 
