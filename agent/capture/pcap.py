@@ -119,6 +119,7 @@ def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Fra
 def _pcapng(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Frame]]:
     order = "<"
     interfaces: list[tuple[int, float, float]] = []  # (linktype, ts unit, offset)
+    last_ts = 0.0
     rest, base = magic_bytes, 0  # base: file offset of buf[0], for error messages
     for chunk, eof in _chunks(stream, b""):
         buf = rest + chunk if rest else chunk
@@ -140,10 +141,13 @@ def _pcapng(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[F
                 break
             body = buf[pos + 8:pos + blen - 4]
             if btype in (EPB, PB):
-                batch.append(_packet_block(body, order, interfaces, path, btype))
+                frame = _packet_block(body, order, interfaces, path, btype)
+                last_ts = frame[0]
+                batch.append(frame)
             elif btype == SPB and interfaces:
                 caplen = min(struct.unpack_from(order + "I", body)[0], len(body) - 4)
-                batch.append((0.0, interfaces[0][0], body[4:4 + caplen]))
+                # A Simple Packet Block has no timestamp: it takes the one before it.
+                batch.append((last_ts, interfaces[0][0], body[4:4 + caplen]))
             elif btype == IDB:
                 interfaces.append(_interface(body, order))
                 _supported(interfaces[-1][0], path)

@@ -296,3 +296,11 @@ def test_a_pcapng_block_shorter_than_its_fields_is_a_pcap_error_naming_the_file(
     path.write_bytes(shb() + idb(1) + block(btype, body))
     with pytest.raises(PcapError, match="short-block.pcapng"):
         frames_of(path)
+
+
+def test_a_simple_packet_block_takes_the_timestamp_of_the_packet_before_it(tmp_path):
+    spb = block(3, struct.pack("<I", 4) + b"spb!")
+    path = tmp_path / "spb.pcapng"
+    path.write_bytes(shb() + idb(1) + epb(0, 5_000_000, b"first") + spb)
+    (t1, _, first), (t2, _, second) = frames_of(path)
+    assert (first, second) == (b"first", b"spb!") and t2 == t1 == pytest.approx(5.0)
