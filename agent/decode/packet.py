@@ -144,7 +144,9 @@ def _ipv6(frame: bytes, off: int, depth: int):
         raise DecodeError("ipv6-bad-version")
     plen, nxt = _IPV6(frame, off)
     src, dst = frame[off + 8:off + 24], frame[off + 24:off + 40]
-    total = plen + 40
+    # Payload length 0: a jumbogram or a BIG TCP/GSO packet captured before segmentation
+    # (RFC 2675); its real size is the frame's, as for IPv4's TSO length 0.
+    total = plen + 40 if plen else len(frame) - off
     end = min(off + total, len(frame))
     off += 40
     while nxt in IPV6_EXT or nxt == IPV6_FRAGMENT:

@@ -65,6 +65,12 @@ VALID = {
         "94040000",                                         #   option: Router Alert (RFC 2113)
         TCP_SYN), (6, KEY4, SYN, 1000, 58, 58, 44)),
     "ipv6-tcp": (1, h(ETH, "86dd", IP6_TCP, TCP_SYN), (6, KEY6, SYN, 1000, 74, 74, 60)),
+    "ipv6-big-tcp-payload-length-0": (1, h(
+        ETH, "86dd",
+        "6000 0000 0000 06 40",             # IPv6: payload length 0 (GSO/BIG TCP before segmentation)
+        "fd000010024400010000000000000010 fd000010024400020000000000000020",
+        TCP_SYN, "68656c6c6f"),             # TCP SYN carrying "hello": the frame gives the size
+        (6, KEY6, SYN, 1000, 74, 79, 65)),
     "ipv6-extension-headers": (1, h(
         ETH, "86dd",
         "6000 0000 002c 00 40",             # IPv6: payload 44, next header 0 (hop-by-hop)
