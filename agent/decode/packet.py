@@ -217,7 +217,7 @@ def _gre(frame: bytes, off: int, depth: int):
     flags, ptype = frame[off], _U16(frame, off + 2)[0]
     # RFC 2784/2890: optional checksum(+reserved), key, sequence words follow the header
     off += 4 + 4 * (bool(flags & 0x80) + bool(flags & 0x20) + bool(flags & 0x10))
-    if ptype == ETH_ERSPAN_II:
+    if ptype == ETH_ERSPAN_II and flags & 0x10:  # type II has a sequence number; type I has no header
         off += 8
     elif ptype == ETH_ERSPAN_III:
         if len(frame) < off + 12:

@@ -138,6 +138,11 @@ VALID = {
         "10 00 88be 00000007",              # GRE: S flag, protocol 0x88be (ERSPAN II), seq 7
         "1064 0001 00000000",               # ERSPAN II: version 1, VLAN 100, session 1, index 0
         INNER), tcp4(104)),
+    "erspan-i": (1, h(
+        NODE_ETH, "0800",
+        "4500 004e 0002 0000 402f 0000 ac120002 ac120003",  # IPv4: total 78, GRE
+        "00 00 88be",                       # GRE: no flags, protocol 0x88be: ERSPAN type I, no header
+        "", INNER), tcp4(92)),
     "erspan-iii": (1, h(
         NODE_ETH, "0800",
         "4500 005e 0002 0000 402f 0000 ac120002 ac120003",  # IPv4: total 94, GRE
