@@ -109,32 +109,37 @@ class Pipeline:
         t = self.totals
         t.flows += 1
         t.verdicts[verdict] = t.verdicts.get(verdict, 0) + 1
-        if self.what_if is not None:
-            try:
-                change = self.what_if.judge(flow, src, dst)
-            except Exception:
-                change = self._failed("judge", "what-if")
-            if change is not None:
-                key = f"{change.detail['before']}->{change.detail['after']}"
-                t.what_if[key] = t.what_if.get(key, 0) + 1
-                findings_out = [*findings, change]
-            else:
-                findings_out = findings
-        else:
-            findings_out = findings
         for f in findings:
             t.findings[f.kind] = t.findings.get(f.kind, 0) + 1
-        for name, sink in (("events", self.events), ("metrics", self.metrics), ("flows", self.flow_records)):
-            if sink is None:
-                continue
+        events = findings
+        if self.what_if is not None:
+            change = self._what_if(flow, src, dst)
+            if change is not None:
+                events = [*findings, change]
+        if self.events is not None:
             try:
-                if name == "events":
-                    for f in findings_out:
-                        sink.emit(f, flow, src, dst)
-                else:
-                    sink.emit(flow, src, dst, verdict=verdict, findings=findings)
+                for f in events:
+                    self.events.emit(f, flow, src, dst)
             except Exception:
-                self._failed("sink", name)
+                self._failed("sink", "events")
+        for name, sink in (("metrics", self.metrics), ("flows", self.flow_records)):
+            if sink is not None:
+                try:
+                    sink.emit(flow, src, dst, verdict=verdict, findings=findings)
+                except Exception:
+                    self._failed("sink", name)
+
+    def _what_if(self, flow: Flow, src: Endpoint, dst: Endpoint) -> Finding | None:
+        """The `policy-change` finding the candidate policies would make, counted for the summary."""
+        try:
+            change = self.what_if.judge(flow, src, dst)
+        except Exception:
+            self._failed("judge", "what-if")
+            return None
+        if change is not None:
+            key = f"{change.detail['before']}->{change.detail['after']}"
+            self.totals.what_if[key] = self.totals.what_if.get(key, 0) + 1
+        return change
 
     def _failed(self, stage: str, name: str) -> None:
         """Log the first failure of each step with its traceback; count every one."""
