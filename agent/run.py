@@ -312,6 +312,7 @@ class Agent:
         self.pipeline.judges = judges
         self.pipeline.table.settings = config.flows
         self.events.window = config.events.window
+        self.pipeline.metrics.max_namespaces = config.metrics.max_namespaces
         self.capture.budget.udp = config.capture.udp_packets_per_flow
         self.capture.budget.tcp = config.capture.tcp_segments_per_flow
         self._apply_grace(config)
