@@ -228,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
         verb = "watch" if params.get("watch") in ("true", "1") else ("continue" if params.get("continue") else "list")
         with api.cond:
             api.requests.append(Request(resource, verb, params, time.monotonic()))
-            down = api.down
+            down, arrived = api.down, len(api.log)
         if down:
             self.close_connection = True
             return
@@ -248,7 +248,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             return self._send_json(fault.status, status_body(fault.status, "Injected", "injected fault"), headers)
         if verb == "watch":
-            return self._watch(api, resource, params, fault)
+            return self._watch(api, resource, params, fault, arrived=arrived)
         self._send_json(*api.list_page(resource, kind, version, params))
 
     def _send_json(self, code: int, body: dict, headers: dict | None = None) -> None:
@@ -265,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = orjson.dumps(event) + b"\n"
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
-    def _watch(self, api: FakeKubeAPI, resource: str, params: dict, fault: Fault | None) -> None:
+    def _watch(self, api: FakeKubeAPI, resource: str, params: dict, fault: Fault | None, *, arrived: int) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -287,6 +287,8 @@ class _Handler(BaseHTTPRequestHandler):
                 backlog = [("ERROR", status_body(410, "Expired", f"too old resource version: {start} ({api.compacted})"))]
             else:
                 backlog = [(t, o) for rv, r, t, o in api.log if r == resource and rv > start]
+            # Drops and expiries ordered while this request was on its way apply to it too.
+            backlog += self._pending(api, resource, [e for e in api.log[arrived:] if e[1] is None], False)
             position = len(api.log)
         try:
             while True:
