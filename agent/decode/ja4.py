@@ -35,11 +35,6 @@ class _Hello(Protocol):
     alpn_first: bytes | None
 
 
-def is_grease(value: int) -> bool:
-    """RFC 8701 §2: 0x0A0A, 0x1A1A, ..., 0xFAFA."""
-    return value in GREASE
-
-
 def _alnum(byte: int) -> bool:
     return 0x30 <= byte <= 0x39 or 0x41 <= byte <= 0x5A or 0x61 <= byte <= 0x7A
 

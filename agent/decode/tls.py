@@ -54,6 +54,12 @@ def version_name(value: int) -> str:
     return VERSIONS.get(value) or f"0x{value:04x}"
 
 
+def highest_version(versions) -> str | None:
+    """The newest of the known version names, or None."""
+    known = [v for v in versions if v in VERSION_ORDER]
+    return max(known, key=VERSION_ORDER.index) if known else None
+
+
 def _u16s(raw: bytes) -> tuple[int, ...]:
     return struct.unpack(f"!{len(raw) >> 1}H", raw)
 
@@ -97,8 +103,7 @@ class ClientHello:
 
     @property
     def highest_version(self) -> str | None:
-        known = [v for v in self.offered_versions if v in VERSION_ORDER]
-        return max(known, key=VERSION_ORDER.index) if known else None
+        return highest_version(self.offered_versions)
 
     @property
     def ciphers(self) -> tuple[int, ...]:

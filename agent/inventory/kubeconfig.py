@@ -33,7 +33,6 @@ SERVER_ERROR = "server_error"  # 5xx
 THROTTLED = "throttled"  # 429
 CLIENT_ERROR = "client_error"  # other 4xx (RBAC, auth, missing API): not retryable by itself
 INTERNAL = "internal"  # a bug of ours: logged with its traceback
-TRANSIENT = frozenset((GONE, TIMEOUT, READ_TIMEOUT, CONNECTION, SERVER_ERROR, THROTTLED))
 
 _STATUS_WORDS = {401: "unauthorized", 403: "forbidden", 404: "not found"}
 

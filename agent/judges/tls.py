@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from agent.decode.app import Classification
-from agent.decode.tls import VERSION_ORDER
+from agent.decode.tls import VERSION_ORDER, highest_version
 from agent.inventory.selectors import SelectorError, compile_selector
 from agent.model import (
     CRITICAL, EXTERNAL, NAMESPACE_NAME_LABEL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION, SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION,
@@ -188,7 +188,7 @@ class TlsJudge:
                             reasons=(f"TLS required on {flow.dst_port}/TCP by {req.source}, "
                                      f"but the connection starts in plaintext ({flow.app})",),
                             detail={"app": flow.app})]
-        version = tls.get("version") or _highest(tls.get("offered_versions") or ())
+        version = tls.get("version") or highest_version(tls.get("offered_versions") or ())
         if req.min_version is None or version not in VERSION_ORDER:
             return []
         if VERSION_ORDER.index(version) >= VERSION_ORDER.index(req.min_version):
@@ -264,8 +264,3 @@ class TlsJudge:
 def _requires(value: str | None, port: int) -> bool:
     parsed = parse_require_tls(value) if value is not None else None
     return parsed is True or (isinstance(parsed, frozenset) and port in parsed)
-
-
-def _highest(versions) -> str | None:
-    known = [v for v in versions if v in VERSION_ORDER]
-    return max(known, key=VERSION_ORDER.index) if known else None
