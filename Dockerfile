@@ -1,5 +1,6 @@
 # flowwarden node agent image (the DaemonSet in daemonset/ runs it privileged, hostNetwork).
-FROM python:3.11-slim AS build
+# The full image has gcc and the Python headers for agent/_hotpath.c; the runtime image needs neither.
+FROM python:3.11 AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY agent ./agent

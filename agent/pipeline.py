@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from agent.config import Config
+from agent.decode.hotpath import PcapRecords
 from agent.flows.table import FlowTable
 from agent.judges import build_judges
 from agent.judges.netpol import NetpolEngine, NetpolJudge, policy_change
@@ -73,7 +74,7 @@ class Pipeline:
             evicted=lambda: t.evicted,
             dropped=lambda: {**{("decode", r): n for r, n in dict(t.dropped).items()}, **dict(self.dropped)})
 
-    def feed(self, frames: list) -> None:
+    def feed(self, frames: list | PcapRecords) -> None:
         self.table.ingest(frames)
 
     def count_drop(self, stage: str, reason: str, n: int = 1) -> None:

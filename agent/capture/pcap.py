@@ -5,6 +5,10 @@ pcapng (several interfaces, if_tsresol/if_tsoffset), gzip-compressed or not,
 in fixed-size chunks so memory does not grow with the file. A frame is the
 tuple `(timestamp, linktype, bytes)`; frames come in lists to keep the
 per-frame cost down. Several files are merged in timestamp order.
+
+With the compiled hot path, a classic pcap comes as `PcapRecords` instead: the
+records of one chunk left in the chunk, folded into flows without a tuple or a
+copy per frame. Iterating one gives its frames.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
+from agent.decode.hotpath import HOTPATH, PcapRecords
 from agent.decode.packet import SUPPORTED_LINKTYPES
 
 CHUNK = 1 << 22
@@ -93,22 +98,29 @@ def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Fra
     order, scale = PCAP_MAGIC[struct.unpack("<I", magic_bytes)[0]]
     linktype = _supported(struct.unpack_from(order + "I", header, 20)[0] & 0x0FFFFFFF, path)
     record = struct.Struct(order + "IIII").unpack_from
+    big_endian, nanos = order == ">", scale == 1e-9
     rest, base = b"", 24  # base: file offset of buf[0], for error messages
     for chunk, eof in _chunks(stream, b""):
         buf = rest + chunk if rest else chunk
-        pos, n, batch = 0, len(buf), []
-        append = batch.append
-        while pos + 16 <= n:
-            sec, frac, incl, _orig = record(buf, pos)
-            end = pos + 16 + incl
-            if end > n:
-                if incl > MAX_RECORD:
-                    raise PcapError(f"{path}: corrupt record at byte {base + pos} (length {incl})")
-                break
-            append((sec + frac * scale, linktype, buf[pos + 16:end]))
-            pos = end
-        if batch:
-            yield batch
+        n = len(buf)
+        if HOTPATH is not None:
+            pos, count, _last = HOTPATH.scan_pcap(buf, 0, big_endian, nanos)
+            if count:
+                yield PcapRecords(buf, 0, pos, count=count, linktype=linktype, big_endian=big_endian, nanos=nanos)
+        else:
+            pos, batch = 0, []
+            append = batch.append
+            while pos + 16 <= n:
+                sec, frac, incl, _orig = record(buf, pos)
+                end = pos + 16 + incl
+                if end > n:
+                    break
+                append((sec + frac * scale, linktype, buf[pos + 16:end]))
+                pos = end
+            if batch:
+                yield batch
+        if pos + 16 <= n and record(buf, pos)[2] > MAX_RECORD:
+            raise PcapError(f"{path}: corrupt record at byte {base + pos} (length {record(buf, pos)[2]})")
         rest, base = buf[pos:], base + pos
         if eof:
             if rest:

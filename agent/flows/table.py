@@ -2,7 +2,8 @@
 
 Every frame of a batch is decoded and folded into its flow here, in one loop:
 this is the per-packet path, so it touches only tuples, dict entries and slots
-attributes. Each flow is stored under both directions' keys, so one dict lookup
+attributes. `agent/_hotpath.c` runs the same loop compiled when it is built and
+calls back here for everything but counting (starting, closing, classifying). Each flow is stored under both directions' keys, so one dict lookup
 finds it and tells the direction. A flow ends on idle timeout, a short linger
 after FIN/RST, a new SYN on a closed key, table pressure (oldest first), or the
 end of the run; `on_end(flow, classification)` then receives it, once.
@@ -15,6 +16,7 @@ from typing import Callable
 from agent.config import FlowConfig
 from agent.decode.app import classify
 from agent.decode.errors import DecodeError, Skip
+from agent.decode.hotpath import HOTPATH, PcapRecords
 from agent.decode.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, decode_frame, reverse_key, split_key
 from agent.flows.reassembly import StreamStart
 from agent.model import PROTOCOLS, Flow
@@ -46,9 +48,15 @@ def _sender_is_server(sport: int, dport: int) -> bool:
     return (_port_rank(sport), sport) < (_port_rank(dport), dport)
 
 
+if HOTPATH is not None:
+    HOTPATH.flow_types(Flow, Track)
+
+
 class FlowTable:
-    def __init__(self, *, on_end: Callable[[Flow, object], None], settings: FlowConfig | None = None):
+    def __init__(self, *, on_end: Callable[[Flow, object], None], settings: FlowConfig | None = None,
+                 compiled: bool = HOTPATH is not None):
         self.on_end = on_end
+        self.compiled = compiled and HOTPATH is not None  # fold with agent/_hotpath.c (same results)
         self.settings = settings or FlowConfig()  # read at each use: a reload may replace it
         self.flows: dict[bytes, tuple] = {}  # key -> (flow, forward, track, other key)
         self.packets = 0
@@ -65,7 +73,30 @@ class FlowTable:
         return len(self.flows) // 2
 
     # --- the per-packet path -----------------------------------------------------
-    def ingest(self, frames: list) -> None:
+    def ingest(self, frames: list | PcapRecords) -> None:
+        """Fold a batch into the flows: a list of `(timestamp, linktype, frame)`, or pcap records."""
+        if not frames:
+            return
+        if type(frames) is PcapRecords:  # only the compiled reader makes them
+            last_ts = HOTPATH.ingest_pcap(self, frames.buf, frames.start, frames.end, frames.linktype,
+                                          frames.big_endian, frames.nanos)
+        elif self.compiled:
+            last_ts = HOTPATH.ingest(self, frames)
+        else:
+            last_ts = self._fold(frames)
+        self._batch_done(len(frames), last_ts)
+
+    def _batch_done(self, count: int, last_ts: float) -> None:
+        self.packets += count
+        self._since_sweep += count
+        self.now = last_ts
+        # Sweep at most once a second of capture time, and only after as many packets
+        # as an eighth of the table, so a sweep costs O(1) per packet.
+        if self.now >= self._next_sweep and self._since_sweep >= len(self.flows) // 8:
+            self.sweep(self.now)
+
+    def _fold(self, frames: list) -> float:
+        """The per-packet loop in Python; agent/_hotpath.c's `fold` is its compiled twin."""
         flows, dropped, skipped = self.flows, self.dropped, self.skipped
         get = flows.get
         for ts, linktype, frame in frames:
@@ -90,7 +121,9 @@ class FlowTable:
             else:
                 flow.packets_dst += 1
                 flow.bytes_dst += size
-                if not flow.established and not flags & TCP_RST and (proto != 132 or flags != SCTP_ABORT):
+                # An answer establishes the flow; a TCP RST or an SCTP ABORT is no answer.
+                if not flow.established and not (flags & TCP_RST if proto == 6 else
+                                                 proto == 132 and flags == SCTP_ABORT):
                     flow.established = True
             if proto == 6:
                 if flags & _FIN_RST:
@@ -99,15 +132,8 @@ class FlowTable:
                     if end > start:
                         self._payload(entry, forward, seq, frame[start:end])
                     elif flags & _SYN_ACK == _SYN_ACK and not forward and track.server is None:
-                        track.server = StreamStart(seq, CLASSIFY_BYTES)
-        self.packets += len(frames)
-        self._since_sweep += len(frames)
-        if frames:
-            self.now = frames[-1][0]
-            # Sweep at most once a second of capture time, and only after as many packets
-            # as an eighth of the table, so a sweep costs O(1) per packet.
-            if self.now >= self._next_sweep and self._since_sweep >= len(flows) // 8:
-                self.sweep(self.now)
+                        self._server_start(track, seq)
+        return frames[-1][0]
 
     def _start(self, ts: float, proto: int, key: bytes, flags: int, seq: int):
         """A new flow: decide who initiated it and whether its start was seen."""
@@ -159,6 +185,11 @@ class FlowTable:
             track.client = track.server = None  # free the buffers
         else:
             track.hello = result.client_hello is not None
+
+    @staticmethod
+    def _server_start(track: Track, isn: int) -> None:
+        """The SYN-ACK: the server's stream starts after its sequence number."""
+        track.server = StreamStart(isn, CLASSIFY_BYTES)
 
     @staticmethod
     def _close(flow: Flow, track: Track, flags: int, forward: bool) -> None:

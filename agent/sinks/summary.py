@@ -24,7 +24,8 @@ class Progress:
         if not self.enabled:
             return
         self.packets += len(frames)
-        self.read += sum(len(f[2]) for f in frames) + PCAP_RECORD_OVERHEAD * len(frames)
+        nbytes = getattr(frames, "nbytes", None)  # PcapRecords know theirs
+        self.read += nbytes if nbytes is not None else sum(len(f[2]) for f in frames) + PCAP_RECORD_OVERHEAD * len(frames)
         now = time.monotonic()
         if now - self._last >= 0.25:
             self._last = now

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.capture.pcap import CHUNK, PcapError, read_frames
+from agent.capture.pcap import CHUNK, PcapError, PcapRecords, read_frames
 
 CRAFTED = Path(__file__).resolve().parents[2] / "pcaps" / "crafted"
 T0 = 1767225600  # 2026-01-01T00:00:00Z, as in the crafted files
@@ -58,8 +58,10 @@ def epb(iface: int, ticks: int, data: bytes, order: str = "<") -> bytes:
 def frames_of(*paths) -> list:
     out = []
     for batch in read_frames(paths):
-        assert isinstance(batch, list)
-        out.extend(batch)
+        assert isinstance(batch, (list, PcapRecords)) and len(batch) > 0
+        frames = list(batch)
+        assert len(frames) == len(batch)
+        out.extend(frames)
     return out
 
 

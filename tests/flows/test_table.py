@@ -143,6 +143,12 @@ def test_sctp_is_established_by_init_ack_but_not_by_abort():
     assert not aborted.established
 
 
+@pytest.mark.parametrize("chunk", [4, 5, 7, 14], ids=["heartbeat", "heartbeat-ack", "shutdown", "shutdown-complete"])
+def test_any_sctp_answer_but_abort_establishes_even_chunk_types_sharing_the_rst_bit(chunk):
+    flow = Recorder().feed((1.0, 1, sctp(C, 43210, SRV, 9999, 0)), (1.1, 1, sctp(SRV, 9999, C, 43210, chunk))).only()
+    assert flow.established
+
+
 # --- counters and times ---------------------------------------------------------
 
 def test_packets_and_bytes_count_the_ip_length_per_direction_without_ethernet_padding():

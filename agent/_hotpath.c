@@ -1,0 +1,621 @@
+/* The per-packet path, compiled: pcap records -> decode -> flow-table update.
+ *
+ * capture -> **decode -> flows** for the packets that need no Python: most
+ * packets of a flow only add to its counters. This module decodes each frame
+ * exactly as agent/decode/packet.py does (tests compare the two on every
+ * bundled capture and on fuzzed frames), looks its key up in the FlowTable's
+ * dict and updates the Flow's slots in place. Everything that is not
+ * counting calls back into the table's Python methods, in packet order:
+ * starting and ending a flow, FIN/RST, the payload of a flow not yet
+ * classified. agent/flows/table.py keeps the same loop in Python; it is the
+ * reference, and what runs when this module is not built.
+ *
+ *   setup(DecodeError, Skip)               once, from agent/decode/hotpath.py
+ *   flow_types(Flow, Track)                 once, from agent/flows/table.py
+ *   decode(linktype, frame)                 = agent.decode.packet.decode_frame
+ *   ingest(table, frames)                   fold a list of (ts, linktype, frame)
+ *   scan_pcap(buf, pos, big_endian, nanos)  -> (end, count, last_ts) of complete records
+ *   ingest_pcap(table, buf, start, end, linktype, big_endian, nanos)
+ *   records(buf, start, end, linktype, big_endian, nanos) -> list of frames
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef Py_T_OBJECT_EX
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#endif
+
+/* ------------------------------------------------------------------ decode */
+
+enum { DECODED = 0, DROP = 1, SKIP = 2 };
+#define MAX_DEPTH 4
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+#define SCTP_ABORT 6
+
+typedef struct {
+    unsigned proto, flags, alen;
+    uint32_t seq;
+    const uint8_t *src, *dst, *ports;
+    Py_ssize_t start, end, total;
+    const char *reason;  /* DROP/SKIP: the reason slug, or its prefix when number >= 0 */
+    long long number;
+} Packet;
+
+#define FAIL(outcome, why) do { p->reason = (why); p->number = -1; return (outcome); } while (0)
+
+static inline unsigned u16(const uint8_t *b) { return (unsigned)b[0] << 8 | b[1]; }
+static inline uint32_t u32be(const uint8_t *b) {
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+static int d_ipv4(const uint8_t *f, Py_ssize_t n, Py_ssize_t off, int depth, Packet *p);
+static int d_ipv6(const uint8_t *f, Py_ssize_t n, Py_ssize_t off, int depth, Packet *p);
+
+static int d_ethertype(const uint8_t *f, Py_ssize_t n, Py_ssize_t off, unsigned etype, int depth, Packet *p) {
+    if (etype == 0x0800) return d_ipv4(f, n, off, depth, p);
+    if (etype == 0x86DD) return d_ipv6(f, n, off, depth, p);
+    FAIL(SKIP, "non-ip");
+}
+
+static int d_ether(const uint8_t *f, Py_ssize_t n, Py_ssize_t off, int depth, Packet *p) {
+    if (n < off + 14) FAIL(DROP, "ether-truncated");
+    unsigned etype = u16(f + off + 12);
+    off += 14;
+    while (etype == 0x8100 || etype == 0x88A8 || etype == 0x9100) {  /* 802.1Q / QinQ tags */
+        if (n < off + 4) FAIL(DROP, "vlan-truncated");
+        etype = u16(f + off + 2);
+        off += 4;
+    }
+    return d_ethertype(f, n, off, etype, depth, p);
+}
+
+static int d_inner(const uint8_t *f, Py_ssize_t n, Py_ssize_t off, unsigned ptype, int depth, Packet *p) {
+    if (ptype == 0x6558 || ptype == 0x88BE || ptype == 0x22EB) return d_ether(f, n, off, depth, p);
+    return d_ethertype(f, n, off, ptype, depth, p);
+}
+
+static int d_geneve(const uint8_t *f, Py_ssize_t n, Py_ssize_t off, int depth, Packet *p) {
+    if (n < off + 8) FAIL(DROP, "geneve-truncated");
+    Py_ssize_t opt_len = (f[off] & 0x3F) * 4;
+    return d_inner(f, n, off + 8 + opt_len, u16(f + off + 2), depth, p);
+}
+
+static int d_gre(const uint8_t *f, Py_ssize_t n, Py_ssize_t off, int depth, Packet *p) {
+    if (n < off + 4) FAIL(DROP, "gre-truncated");
+    unsigned flags = f[off], ptype = u16(f + off + 2);
+    off += 4 + 4 * (!!(flags & 0x80) + !!(flags & 0x20) + !!(flags & 0x10));
+    if (ptype == 0x88BE && (flags & 0x10)) {
+        off += 8;
+    } else if (ptype == 0x22EB) {
+        if (n < off + 12) FAIL(DROP, "erspan-truncated");
+        off += (f[off + 11] & 0x01) ? 20 : 12;
+    }
+    return d_inner(f, n, off, ptype, depth, p);
+}
+
+static int d_transport(const uint8_t *f, Py_ssize_t n, Py_ssize_t off, Py_ssize_t end, unsigned proto,
+                       const uint8_t *src, const uint8_t *dst, unsigned alen, Py_ssize_t total, int depth,
+                       Packet *p) {
+    p->src = src, p->dst = dst, p->alen = alen, p->total = total, p->end = end, p->seq = 0, p->flags = 0;
+    p->ports = f + off;
+    if (proto == 6) {
+        if (off + 20 > end) FAIL(DROP, "tcp-truncated");
+        Py_ssize_t hlen = (f[off + 12] >> 4) * 4;
+        if (hlen < 20) FAIL(DROP, "tcp-bad-offset");
+        p->proto = 6, p->seq = u32be(f + off + 4), p->flags = f[off + 13];
+        p->start = off + hlen < end ? off + hlen : end;
+        return DECODED;
+    }
+    if (proto == 17) {
+        if (off + 8 > end) FAIL(DROP, "udp-truncated");
+        unsigned dport = u16(f + off + 2);
+        if (depth < MAX_DEPTH) {
+            /* The Python decoder indexes the frame (not the IP payload) here: an
+             * IndexError there is "truncated", so the same bounds apply. */
+            if (dport == 4789 || dport == 8472) {
+                if (off + 8 >= n) FAIL(DROP, "truncated");
+                if (f[off + 8] & 0x08) return d_ether(f, n, off + 16, depth + 1, p);
+            }
+            if (dport == 6081) return d_geneve(f, n, off + 8, depth + 1, p);
+            if (dport == 4790) {
+                if (off + 8 >= n) FAIL(DROP, "truncated");
+                if (f[off + 8] & 0x04) {
+                    if (off + 11 >= n) FAIL(DROP, "truncated");
+                    unsigned next = f[off + 11];
+                    if (next >= 1 && next <= 3)
+                        return d_inner(f, n, off + 16, next == 1 ? 0x0800 : next == 2 ? 0x86DD : 0x6558,
+                                       depth + 1, p);
+                }
+            }
+        }
+        p->proto = 17, p->start = off + 8;
+        return DECODED;
+    }
+    if (proto == 132) {
+        if (off + 12 > end) FAIL(DROP, "sctp-truncated");
+        p->proto = 132, p->flags = off + 12 < end ? f[off + 12] : 0, p->start = off + 12;
+        return DECODED;
+    }
+    if (depth < MAX_DEPTH) {
+        if (proto == 4) return d_ipv4(f, n, off, depth + 1, p);
+        if (proto == 41) return d_ipv6(f, n, off, depth + 1, p);
+        if (proto == 47) return d_gre(f, n, off, depth + 1, p);
+    }
+    if (proto == 1 || proto == 58) FAIL(SKIP, "icmp");
+    p->reason = "ip-proto-", p->number = proto;
+    return SKIP;
+}
+
+static int d_ipv4(const uint8_t *f, Py_ssize_t n, Py_ssize_t off, int depth, Packet *p) {
+    if (n < off + 20) FAIL(DROP, "ipv4-truncated");
+    unsigned vihl = f[off];
+    if (vihl >> 4 != 4) FAIL(DROP, "ipv4-bad-version");
+    Py_ssize_t ihl = (vihl & 15) * 4;
+    if (ihl < 20) FAIL(DROP, "ipv4-bad-ihl");
+    Py_ssize_t total = u16(f + off + 2);
+    if (total == 0) total = n - off;  /* captured before TCP segmentation offload filled it in */
+    if (total < ihl) FAIL(DROP, "ipv4-bad-length");
+    Py_ssize_t end = off + total < n ? off + total : n;
+    if (u16(f + off + 6) & 0x1FFF) FAIL(SKIP, "ip-fragment");
+    return d_transport(f, n, off + ihl, end, f[off + 9], f + off + 12, f + off + 16, 4, total, depth, p);
+}
+
+static int d_ipv6(const uint8_t *f, Py_ssize_t n, Py_ssize_t off, int depth, Packet *p) {
+    if (n < off + 40) FAIL(DROP, "ipv6-truncated");
+    if (f[off] >> 4 != 6) FAIL(DROP, "ipv6-bad-version");
+    unsigned plen = u16(f + off + 4), next = f[off + 6];
+    const uint8_t *src = f + off + 8, *dst = f + off + 24;
+    Py_ssize_t total = plen ? (Py_ssize_t)plen + 40 : n - off;
+    Py_ssize_t end = off + total < n ? off + total : n;
+    off += 40;
+    while (next == 0 || next == 43 || next == 60 || next == 51 || next == 44) {
+        if (off + 8 > end) FAIL(DROP, "ipv6-ext-truncated");
+        Py_ssize_t size;
+        if (next == 44) {
+            if (u16(f + off + 2) & 0xFFF8) FAIL(SKIP, "ip-fragment");
+            size = 8;
+        } else if (next == 51) {
+            size = (f[off + 1] + 2) * 4;
+        } else {
+            size = (f[off + 1] + 1) * 8;
+        }
+        next = f[off];
+        off += size;
+    }
+    if (next == 59) FAIL(SKIP, "ipv6-no-next-header");
+    return d_transport(f, n, off, end, next, src, dst, 16, total, depth, p);
+}
+
+static int decode(long long linktype, const uint8_t *f, Py_ssize_t n, Packet *p) {
+    switch (linktype) {
+    case 1:
+        return d_ether(f, n, 0, 0, p);
+    case 101: case 12: case 14:
+        if (n < 1) FAIL(DROP, "truncated");
+        if (f[0] >> 4 == 4) return d_ipv4(f, n, 0, 0, p);
+        if (f[0] >> 4 == 6) return d_ipv6(f, n, 0, 0, p);
+        FAIL(DROP, "raw-bad-version");
+    case 228:
+        return d_ipv4(f, n, 0, 0, p);
+    case 229:
+        return d_ipv6(f, n, 0, 0, p);
+    case 113:
+        if (n < 16) FAIL(DROP, "sll-truncated");
+        return d_ethertype(f, n, 16, u16(f + 14), 0, p);
+    case 276:
+        if (n < 20) FAIL(DROP, "sll2-truncated");
+        return d_ethertype(f, n, 20, u16(f), 0, p);
+    case 0: case 108: {
+        if (n < 4) FAIL(DROP, "null-truncated");
+        unsigned family = f[0] | f[3];
+        if (family == 2) return d_ipv4(f, n, 4, 0, p);
+        if (family == 10 || family == 24 || family == 28 || family == 30) return d_ipv6(f, n, 4, 0, p);
+        FAIL(SKIP, "non-ip");
+    }
+    default:
+        p->reason = "unsupported-linktype-", p->number = linktype;
+        return DROP;
+    }
+}
+
+/* The flow key: source, destination, ports, then the protocol byte for all but TCP. */
+static PyObject *packet_key(const Packet *p) {
+    uint8_t key[37];
+    unsigned a = p->alen, len = 2 * a + 4;
+    memcpy(key, p->src, a);
+    memcpy(key + a, p->dst, a);
+    memcpy(key + 2 * a, p->ports, 4);
+    if (p->proto != 6) key[len++] = (uint8_t)p->proto;
+    return PyBytes_FromStringAndSize((const char *)key, len);
+}
+
+static PyObject *packet_reason(const Packet *p) {
+    if (p->number < 0) return PyUnicode_FromString(p->reason);
+    return PyUnicode_FromFormat("%s%lld", p->reason, p->number);
+}
+
+/* ---------------------------------------------------------- module state */
+
+static PyTypeObject *flow_type, *track_type;
+static PyObject *decode_error, *skip_error;
+static Py_ssize_t off_last_seen, off_packets_src, off_bytes_src, off_packets_dst, off_bytes_dst,
+    off_established, off_closed, off_result, off_server;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static void slot_set(PyObject *obj, Py_ssize_t off, PyObject *value) {  /* steals value */
+    PyObject *old = SLOT(obj, off);
+    SLOT(obj, off) = value;
+    Py_XDECREF(old);
+}
+
+static int slot_add(PyObject *obj, Py_ssize_t off, Py_ssize_t delta) {
+    PyObject *old = SLOT(obj, off), *sum;
+    if (old == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "flow counter not set");
+        return -1;
+    }
+    long long v = PyLong_CheckExact(old) ? PyLong_AsLongLong(old) : -1;
+    if (v >= 0 && v < (1LL << 62)) {
+        sum = PyLong_FromLongLong(v + delta);
+    } else {
+        PyErr_Clear();
+        PyObject *d = PyLong_FromSsize_t(delta);
+        sum = d ? PyNumber_Add(old, d) : NULL;
+        Py_XDECREF(d);
+    }
+    if (sum == NULL) return -1;
+    slot_set(obj, off, sum);
+    return 0;
+}
+
+static int member_offset(PyTypeObject *type, const char *name, Py_ssize_t *out) {
+    PyObject *d = PyObject_GetAttrString((PyObject *)type, name);  /* the descriptor itself */
+    int ok = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+             ((PyMemberDescrObject *)d)->d_member->type == Py_T_OBJECT_EX;
+    if (ok) *out = ((PyMemberDescrObject *)d)->d_member->offset;
+    Py_XDECREF(d);
+    if (!ok) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ attribute", type->tp_name, name);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *setup(PyObject *self, PyObject *args) {
+    PyObject *derr, *skip;
+    if (!PyArg_ParseTuple(args, "OO", &derr, &skip)) return NULL;
+    Py_XSETREF(decode_error, Py_NewRef(derr));
+    Py_XSETREF(skip_error, Py_NewRef(skip));
+    Py_RETURN_NONE;
+}
+
+static PyObject *flow_types(PyObject *self, PyObject *args) {
+    PyObject *flow, *track;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &flow, &PyType_Type, &track)) return NULL;
+    PyTypeObject *ft = (PyTypeObject *)flow, *tt = (PyTypeObject *)track;
+    if (member_offset(ft, "last_seen", &off_last_seen) || member_offset(ft, "packets_src", &off_packets_src) ||
+        member_offset(ft, "bytes_src", &off_bytes_src) || member_offset(ft, "packets_dst", &off_packets_dst) ||
+        member_offset(ft, "bytes_dst", &off_bytes_dst) || member_offset(ft, "established", &off_established) ||
+        member_offset(ft, "closed", &off_closed) || member_offset(tt, "result", &off_result) ||
+        member_offset(tt, "server", &off_server))
+        return NULL;
+    Py_XSETREF(flow_type, (PyTypeObject *)Py_NewRef(flow));
+    Py_XSETREF(track_type, (PyTypeObject *)Py_NewRef(track));
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------- the fold */
+
+typedef struct {
+    PyObject *flows, *dropped, *skipped;  /* the table's dicts */
+    PyObject *start, *end, *payload, *close, *server;  /* its bound methods */
+} Table;
+
+static void table_release(Table *t) {
+    Py_CLEAR(t->flows);
+    Py_CLEAR(t->dropped);
+    Py_CLEAR(t->skipped);
+    Py_CLEAR(t->start);
+    Py_CLEAR(t->end);
+    Py_CLEAR(t->payload);
+    Py_CLEAR(t->close);
+    Py_CLEAR(t->server);
+}
+
+static int table_bind(Table *t, PyObject *table) {
+    memset(t, 0, sizeof *t);
+    if (flow_type == NULL || decode_error == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "agent._hotpath.setup() and flow_types() were not called");
+        return -1;
+    }
+    if (!(t->flows = PyObject_GetAttrString(table, "flows")) || !PyDict_CheckExact(t->flows) ||
+        !(t->dropped = PyObject_GetAttrString(table, "dropped")) || !PyDict_CheckExact(t->dropped) ||
+        !(t->skipped = PyObject_GetAttrString(table, "skipped")) || !PyDict_CheckExact(t->skipped) ||
+        !(t->start = PyObject_GetAttrString(table, "_start")) || !(t->end = PyObject_GetAttrString(table, "_end")) ||
+        !(t->payload = PyObject_GetAttrString(table, "_payload")) ||
+        !(t->close = PyObject_GetAttrString(table, "_close")) ||
+        !(t->server = PyObject_GetAttrString(table, "_server_start"))) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a FlowTable's flows, dropped and skipped are dicts");
+        table_release(t);
+        return -1;
+    }
+    return 0;
+}
+
+static int count_reason(PyObject *counts, const Packet *p) {
+    PyObject *reason = packet_reason(p);
+    if (reason == NULL) return -1;
+    PyObject *old = PyDict_GetItemWithError(counts, reason);
+    long long n = old ? PyLong_AsLongLong(old) : 0;
+    PyObject *value = (n == -1 && PyErr_Occurred()) ? NULL : PyLong_FromLongLong(n + 1);
+    int rc = value ? PyDict_SetItem(counts, reason, value) : -1;
+    Py_XDECREF(value);
+    Py_DECREF(reason);
+    return rc;
+}
+
+static int call_void(PyObject *method, PyObject *args) {  /* steals args */
+    if (args == NULL) return -1;
+    PyObject *r = PyObject_Call(method, args, NULL);
+    Py_DECREF(args);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* (flow, forward, track, other key), with the types the slot offsets belong to. */
+static int entry_check(PyObject *entry) {
+    if (PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 4 && Py_IS_TYPE(PyTuple_GET_ITEM(entry, 0), flow_type) &&
+        (PyTuple_GET_ITEM(entry, 2) == Py_None || Py_IS_TYPE(PyTuple_GET_ITEM(entry, 2), track_type)))
+        return 0;
+    PyErr_SetString(PyExc_TypeError, "a flow table entry is (Flow, bool, Track | None, bytes)");
+    return -1;
+}
+
+/* One frame into its flow; mirrors FlowTable._ingest_python. `ts` is borrowed. */
+static int fold(Table *t, PyObject *ts, long long linktype, const uint8_t *frame, Py_ssize_t n) {
+    Packet p;
+    int outcome = decode(linktype, frame, n, &p);
+    if (outcome != DECODED) return count_reason(outcome == DROP ? t->dropped : t->skipped, &p);
+    int rc = -1;
+    PyObject *entry = NULL, *key = packet_key(&p);
+    if (key == NULL) return -1;
+    entry = PyDict_GetItemWithError(t->flows, key);
+    if (entry == NULL && PyErr_Occurred()) goto done;
+    Py_XINCREF(entry);
+    if (entry != NULL && entry_check(entry) < 0) goto done;
+    if (entry == NULL || (p.proto == 6 && (p.flags & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
+                          SLOT(PyTuple_GET_ITEM(entry, 0), off_closed) == Py_True)) {
+        if (entry != NULL) {  /* the 5-tuple is reused by a new connection */
+            if (call_void(t->end, PyTuple_Pack(1, entry)) < 0) goto done;
+            Py_CLEAR(entry);
+        }
+        entry = PyObject_CallFunction(t->start, "OINIk", ts, p.proto, key, p.flags, (unsigned long)p.seq);
+        key = NULL;  /* "N" stole it */
+        if (entry == NULL || entry_check(entry) < 0) goto done;
+    }
+    PyObject *flow = PyTuple_GET_ITEM(entry, 0), *track = PyTuple_GET_ITEM(entry, 2);
+    int forward = PyTuple_GET_ITEM(entry, 1) == Py_True;
+    Py_INCREF(ts);
+    slot_set(flow, off_last_seen, ts);
+    if (forward) {
+        if (slot_add(flow, off_packets_src, 1) < 0 || slot_add(flow, off_bytes_src, p.total) < 0) goto done;
+    } else {
+        if (slot_add(flow, off_packets_dst, 1) < 0 || slot_add(flow, off_bytes_dst, p.total) < 0) goto done;
+        /* An answer establishes the flow; a TCP RST or an SCTP ABORT is no answer. */
+        if (SLOT(flow, off_established) != Py_True &&
+            !(p.proto == 6 ? p.flags & TCP_RST : p.proto == 132 && p.flags == SCTP_ABORT)) {
+            Py_INCREF(Py_True);
+            slot_set(flow, off_established, Py_True);
+        }
+    }
+    if (p.proto == 6 && track != Py_None) {
+        if (p.flags & (TCP_FIN | TCP_RST) &&
+            call_void(t->close, Py_BuildValue("OOIO", flow, track, p.flags, forward ? Py_True : Py_False)) < 0)
+            goto done;
+        if (SLOT(track, off_result) == Py_None) {
+            if (p.end > p.start) {
+                PyObject *payload = PyBytes_FromStringAndSize((const char *)frame + p.start, p.end - p.start);
+                if (call_void(t->payload, Py_BuildValue("OOkN", entry, forward ? Py_True : Py_False,
+                                                        (unsigned long)p.seq, payload)) < 0)
+                    goto done;
+            } else if ((p.flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) && !forward &&
+                       SLOT(track, off_server) == Py_None) {
+                if (call_void(t->server, Py_BuildValue("Ok", track, (unsigned long)p.seq)) < 0) goto done;
+            }
+        }
+    }
+    rc = 0;
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(entry);
+    return rc;
+}
+
+/* ----------------------------------------------------------- entry points */
+
+static PyObject *py_decode(PyObject *self, PyObject *args) {
+    long long linktype;
+    Py_buffer frame;
+    if (!PyArg_ParseTuple(args, "Ly*", &linktype, &frame)) return NULL;
+    Packet p;
+    int outcome = decode(linktype, frame.buf, frame.len, &p);
+    PyObject *result = NULL;
+    if (outcome == DECODED) {
+        PyObject *key = packet_key(&p);
+        if (key) result = Py_BuildValue("INIknnn", p.proto, key, p.flags, (unsigned long)p.seq,
+                                        p.start, p.end, p.total);
+    } else if (decode_error == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "agent._hotpath.setup() was not called");
+    } else {
+        PyObject *reason = packet_reason(&p);
+        if (reason) {
+            PyErr_SetObject(outcome == DROP ? decode_error : skip_error, reason);
+            Py_DECREF(reason);
+        }
+    }
+    PyBuffer_Release(&frame);
+    return result;
+}
+
+static PyObject *py_ingest(PyObject *self, PyObject *args) {
+    PyObject *table, *frames, *last = NULL;
+    if (!PyArg_ParseTuple(args, "OO!", &table, &PyList_Type, &frames)) return NULL;
+    Table t;
+    if (table_bind(&t, table) < 0) return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(frames); i++) {
+        PyObject *item = PyList_GET_ITEM(frames, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_TypeError, "a frame is a (timestamp, linktype, bytes) tuple");
+            goto fail;
+        }
+        PyObject *ts = PyTuple_GET_ITEM(item, 0);
+        Py_XSETREF(last, Py_NewRef(ts));  /* held: a callback may change the list */
+        long long linktype = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 1));
+        if (linktype == -1 && PyErr_Occurred()) goto fail;
+        Py_buffer frame;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 2), &frame, PyBUF_SIMPLE) < 0) goto fail;
+        int rc = fold(&t, last, linktype, frame.buf, frame.len);
+        PyBuffer_Release(&frame);
+        if (rc < 0) goto fail;
+    }
+    table_release(&t);
+    if (last == NULL) Py_RETURN_NONE;
+    return last;
+fail:
+    Py_XDECREF(last);
+    table_release(&t);
+    return NULL;
+}
+
+typedef struct { uint32_t sec, frac, incl; } Record;
+
+static inline uint32_t rd32(const uint8_t *b, int big) {
+    return big ? u32be(b) : (uint32_t)b[3] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[1] << 8 | b[0];
+}
+
+static inline Record record_at(const uint8_t *b, int big) {
+    Record r = {rd32(b, big), rd32(b + 4, big), rd32(b + 8, big)};
+    return r;
+}
+
+static inline double record_ts(Record r, int nanos) {  /* as the Python reader: sec + frac * scale */
+    return (double)r.sec + (double)r.frac * (nanos ? 1e-9 : 1e-6);
+}
+
+static int parse_block(PyObject *args, Py_buffer *buf, Py_ssize_t *start, Py_ssize_t *end, long long *linktype,
+                       int *big, int *nanos, PyObject **table) {
+    if (table != NULL) {
+        if (!PyArg_ParseTuple(args, "Oy*nnLpp", table, buf, start, end, linktype, big, nanos)) return -1;
+    } else if (!PyArg_ParseTuple(args, "y*nnLpp", buf, start, end, linktype, big, nanos)) {
+        return -1;
+    }
+    if (*start < 0 || *end > buf->len || *start > *end) {
+        PyBuffer_Release(buf);
+        PyErr_SetString(PyExc_ValueError, "record block out of the buffer's bounds");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_scan_pcap(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t pos;
+    int big, nanos;
+    if (!PyArg_ParseTuple(args, "y*npp", &buf, &pos, &big, &nanos)) return NULL;
+    const uint8_t *b = buf.buf;
+    Py_ssize_t n = buf.len, count = 0;
+    Record last = {0, 0, 0};
+    while (pos >= 0 && pos + 16 <= n) {
+        Record r = record_at(b + pos, big);
+        if ((Py_ssize_t)r.incl > n - pos - 16) break;
+        last = r, count++, pos += 16 + (Py_ssize_t)r.incl;
+    }
+    PyBuffer_Release(&buf);
+    if (count == 0) return Py_BuildValue("nnO", pos, count, Py_None);
+    return Py_BuildValue("nnd", pos, count, record_ts(last, nanos));
+}
+
+static PyObject *py_ingest_pcap(PyObject *self, PyObject *args) {
+    PyObject *table, *last = NULL;
+    Py_buffer buf;
+    Py_ssize_t pos, end;
+    long long linktype;
+    int big, nanos;
+    if (parse_block(args, &buf, &pos, &end, &linktype, &big, &nanos, &table) < 0) return NULL;
+    Table t;
+    if (table_bind(&t, table) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    const uint8_t *b = buf.buf;
+    while (pos + 16 <= end) {
+        Record r = record_at(b + pos, big);
+        if ((Py_ssize_t)r.incl > end - pos - 16) {
+            PyErr_SetString(PyExc_ValueError, "a record runs past the end of its block");
+            goto fail;
+        }
+        Py_XSETREF(last, PyFloat_FromDouble(record_ts(r, nanos)));
+        if (last == NULL || fold(&t, last, linktype, b + pos + 16, r.incl) < 0) goto fail;
+        pos += 16 + (Py_ssize_t)r.incl;
+    }
+    table_release(&t);
+    PyBuffer_Release(&buf);
+    if (last == NULL) Py_RETURN_NONE;
+    return last;
+fail:
+    Py_XDECREF(last);
+    table_release(&t);
+    PyBuffer_Release(&buf);
+    return NULL;
+}
+
+static PyObject *py_records(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t pos, end;
+    long long linktype;
+    int big, nanos;
+    if (parse_block(args, &buf, &pos, &end, &linktype, &big, &nanos, NULL) < 0) return NULL;
+    PyObject *frames = PyList_New(0);
+    const uint8_t *b = buf.buf;
+    while (frames != NULL && pos + 16 <= end) {
+        Record r = record_at(b + pos, big);
+        if ((Py_ssize_t)r.incl > end - pos - 16) {
+            PyErr_SetString(PyExc_ValueError, "a record runs past the end of its block");
+            Py_CLEAR(frames);
+            break;
+        }
+        PyObject *frame = Py_BuildValue("dLy#", record_ts(r, nanos), linktype, b + pos + 16, (Py_ssize_t)r.incl);
+        if (frame == NULL || PyList_Append(frames, frame) < 0) Py_CLEAR(frames);
+        Py_XDECREF(frame);
+        pos += 16 + (Py_ssize_t)r.incl;
+    }
+    PyBuffer_Release(&buf);
+    return frames;
+}
+
+static PyMethodDef methods[] = {
+    {"setup", setup, METH_VARARGS, "setup(DecodeError, Skip): what decode raises."},
+    {"flow_types", flow_types, METH_VARARGS, "flow_types(Flow, Track): the types whose slots the fold updates."},
+    {"decode", py_decode, METH_VARARGS, "decode(linktype, frame): as agent.decode.packet.decode_frame."},
+    {"ingest", py_ingest, METH_VARARGS, "ingest(table, frames) -> last timestamp: fold frames into a FlowTable."},
+    {"scan_pcap", py_scan_pcap, METH_VARARGS,
+     "scan_pcap(buf, pos, big_endian, nanos) -> (end, count, last_ts) of the complete records from pos."},
+    {"ingest_pcap", py_ingest_pcap, METH_VARARGS,
+     "ingest_pcap(table, buf, start, end, linktype, big_endian, nanos) -> last timestamp."},
+    {"records", py_records, METH_VARARGS,
+     "records(buf, start, end, linktype, big_endian, nanos) -> [(ts, linktype, frame)]."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "agent._hotpath", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__hotpath(void) { return PyModule_Create(&module); }
