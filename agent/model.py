@@ -176,8 +176,9 @@ class Flow:
     """A bidirectional conversation; src is the initiator.
 
     Updated in place by the flow table for every packet, then handed to the
-    judges once. `client_bytes`/`server_bytes` are the first payload bytes of
-    each direction, kept only for classification: never exported.
+    judges once. `client_hello` is the parsed ClientHello of a TLS flow, kept
+    so that the JA4/JA3 fingerprints are computed only for flows written out
+    (`tls_fields`); it is never exported itself.
     """
     protocol: str
     src_ip: str
@@ -193,12 +194,18 @@ class Flow:
     established: bool = False
     mid_stream: bool = False  # start not captured: direction inferred from ports
     closed: bool = False  # FIN/RST seen
-    client_bytes: bytes = b""
-    server_bytes: bytes = b""
     app: str | None = None
     tls: dict | None = None
     orig_dst: tuple[str, int] | None = None  # ClusterIP:port the client dialled, when conntrack saw DNAT
     accounting: str = CAPTURE  # CONNTRACK once the kernel's complete counters replaced the captured ones
+    client_hello: object | None = None
+
+    def tls_fields(self) -> dict | None:
+        """`tls` as events and flow records carry it: the fingerprints filled in on first use."""
+        tls, hello = self.tls, self.client_hello
+        if tls is not None and hello is not None and tls.get("ja4") is None:
+            tls["ja4"], tls["ja3"] = hello.ja4, hello.ja3
+        return tls
 
 
 @dataclass(slots=True, frozen=True)

@@ -92,6 +92,7 @@ class Pipeline:
                 # A flow whose start was missed may still show a handshake; never a plaintext verdict.
                 flow.app = classification.app
                 flow.tls = tls_record(classification)
+                flow.client_hello = classification.client_hello
             elif flow.protocol == "TCP":
                 flow.app = UNKNOWN
             src = self.view.endpoint(flow.src_ip, flow.first_seen)

@@ -144,7 +144,10 @@ def parse_require_tls(value: str) -> frozenset[int] | bool | None:
 
 
 def tls_record(cls: Classification) -> dict | None:
-    """The `tls` object of events and flow records (metadata only, never payload)."""
+    """The `tls` object of events and flow records (metadata only, never payload).
+
+    `ja4`/`ja3` stay None here: `Flow.tls_fields` computes them from the ClientHello
+    for the flows that are written out (most are only counted)."""
     if not cls.tls:
         return None
     hello, answer = cls.client_hello, cls.server_hello
@@ -154,8 +157,8 @@ def tls_record(cls: Classification) -> dict | None:
         "sni": hello.sni if hello else None,
         "alpn": list(hello.alpn) if hello else [],
         "cipher": f"0x{answer.cipher:04x}" if answer else None,
-        "ja4": hello.ja4 if hello else None,
-        "ja3": hello.ja3 if hello else None,
+        "ja4": None,
+        "ja3": None,
     }
 
 

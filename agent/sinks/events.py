@@ -78,7 +78,7 @@ class EventSink:
                 "src": endpoint_record(src, flow.src_port), "dst": endpoint_record(dst, flow.dst_port),
                 "established": flow.established, "policies": list(finding.policies),
                 "reasons": list(finding.reasons), "requirement": finding.requirement,
-                "app": flow.app, "tls": flow.tls, "orig_dst": _orig_dst(flow),
+                "app": flow.app, "tls": flow.tls_fields(), "orig_dst": _orig_dst(flow),
                 "community_id": community_id(flow.src_ip, flow.dst_ip, flow.src_port, flow.dst_port,
                                              flow.protocol),
             }
@@ -140,7 +140,7 @@ class FlowRecordSink:
             "packets_dst": flow.packets_dst, "bytes_dst": flow.bytes_dst,
             "first_seen": rfc3339(flow.first_seen), "last_seen": rfc3339(flow.last_seen),
             "community_id": community_id(flow.src_ip, flow.dst_ip, flow.src_port, flow.dst_port, flow.protocol),
-            "verdict": verdict, "app": flow.app, "tls": flow.tls,
+            "verdict": verdict, "app": flow.app, "tls": flow.tls_fields(),
             "findings": sorted({f.kind for f in findings}),
             "orig_dst": _orig_dst(flow), "accounting": flow.accounting,
         }

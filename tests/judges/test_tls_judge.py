@@ -160,11 +160,15 @@ def test_a_bad_rule_is_rejected_naming_source_and_field(cfg, field):
 def test_tls_record_carries_metadata_only():
     hello = bytes.fromhex("16030100 2d 01000029 0303") + bytes(32) + bytes.fromhex("00 0002c02f 0100")
     server = bytes.fromhex("16030300 2a 02000026 0303") + bytes(32) + bytes.fromhex("00 c02f 00")
-    record = tls_record(classify(hello, server, dst_port=443))
+    cls = classify(hello, server, dst_port=443)
+    record = tls_record(cls)
     assert record == {"version": "1.2", "offered_versions": ["1.2"], "sni": None, "alpn": [],
-                      "cipher": "0xc02f", "ja4": "t12i010000_f06271c2b022_000000000000",
-                      "ja3": record["ja3"]}
+                      "cipher": "0xc02f", "ja4": None, "ja3": None}
+    # The fingerprints are filled in when the flow is written out.
+    f = Flow("TCP", "10.0.0.1", 40000, "10.0.0.2", 443, 1.0, 1.0, tls=record, client_hello=cls.client_hello)
+    assert f.tls_fields() == {**record, "ja4": "t12i010000_f06271c2b022_000000000000", "ja3": record["ja3"]}
     assert len(record["ja3"]) == 32
+    assert Flow("TCP", "10.0.0.1", 40000, "10.0.0.2", 443, 1.0, 1.0, tls={"ja4": "kept"}).tls_fields() == {"ja4": "kept"}
     assert tls_record(classify(b"GET / HTTP/1.1\r\n", b"", dst_port=80)) is None
 
 
