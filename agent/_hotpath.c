@@ -4,9 +4,9 @@
  * packets of a flow only add to its counters. This module decodes each frame
  * exactly as agent/decode/packet.py does (tests compare the two on every
  * bundled capture and on fuzzed frames), looks its key up in the FlowTable's
- * dict and updates the Flow's slots in place. Everything that is not
- * counting calls back into the table's Python methods, in packet order:
- * starting and ending a flow, FIN/RST, the payload of a flow not yet
+ * dict and updates the Flow's slots in place (counters, times, FIN/RST).
+ * Everything else calls back into the table's Python methods, in packet
+ * order: starting and ending a flow, the payload of a flow not yet
  * classified. agent/flows/table.py keeps the same loop in Python; it is the
  * reference, and what runs when this module is not built.
  *
@@ -245,7 +245,7 @@ static PyObject *packet_reason(const Packet *p) {
 static PyTypeObject *flow_type, *track_type;
 static PyObject *decode_error, *skip_error;
 static Py_ssize_t off_last_seen, off_packets_src, off_bytes_src, off_packets_dst, off_bytes_dst,
-    off_established, off_closed, off_result, off_server;
+    off_established, off_closed, off_result, off_server, off_fins;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -305,7 +305,7 @@ static PyObject *flow_types(PyObject *self, PyObject *args) {
         member_offset(ft, "bytes_src", &off_bytes_src) || member_offset(ft, "packets_dst", &off_packets_dst) ||
         member_offset(ft, "bytes_dst", &off_bytes_dst) || member_offset(ft, "established", &off_established) ||
         member_offset(ft, "closed", &off_closed) || member_offset(tt, "result", &off_result) ||
-        member_offset(tt, "server", &off_server))
+        member_offset(tt, "server", &off_server) || member_offset(tt, "fins", &off_fins))
         return NULL;
     Py_XSETREF(flow_type, (PyTypeObject *)Py_NewRef(flow));
     Py_XSETREF(track_type, (PyTypeObject *)Py_NewRef(track));
@@ -316,7 +316,7 @@ static PyObject *flow_types(PyObject *self, PyObject *args) {
 
 typedef struct {
     PyObject *flows, *dropped, *skipped;  /* the table's dicts */
-    PyObject *start, *end, *payload, *close, *server;  /* its bound methods */
+    PyObject *start, *end, *payload, *server;  /* its bound methods */
 } Table;
 
 static void table_release(Table *t) {
@@ -326,7 +326,6 @@ static void table_release(Table *t) {
     Py_CLEAR(t->start);
     Py_CLEAR(t->end);
     Py_CLEAR(t->payload);
-    Py_CLEAR(t->close);
     Py_CLEAR(t->server);
 }
 
@@ -341,7 +340,6 @@ static int table_bind(Table *t, PyObject *table) {
         !(t->skipped = PyObject_GetAttrString(table, "skipped")) || !PyDict_CheckExact(t->skipped) ||
         !(t->start = PyObject_GetAttrString(table, "_start")) || !(t->end = PyObject_GetAttrString(table, "_end")) ||
         !(t->payload = PyObject_GetAttrString(table, "_payload")) ||
-        !(t->close = PyObject_GetAttrString(table, "_close")) ||
         !(t->server = PyObject_GetAttrString(table, "_server_start"))) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a FlowTable's flows, dropped and skipped are dicts");
         table_release(t);
@@ -368,6 +366,25 @@ static int call_void(PyObject *method, PyObject *args) {  /* steals args */
     Py_DECREF(args);
     if (r == NULL) return -1;
     Py_DECREF(r);
+    return 0;
+}
+
+/* FlowTable._close: RST closes; FIN closes once each direction sent one. */
+static int close_flow(PyObject *flow, PyObject *track, unsigned flags, int forward) {
+    PyObject *closed = Py_True;
+    if (!(flags & TCP_RST)) {
+        long fins = SLOT(track, off_fins) ? PyLong_AsLong(SLOT(track, off_fins)) : -1;
+        if (fins == -1) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "Track.fins not set");
+            return -1;
+        }
+        fins |= forward ? 1 : 2;
+        PyObject *value = PyLong_FromLong(fins);
+        if (value == NULL) return -1;
+        slot_set(track, off_fins, value);
+        closed = fins == 3 ? Py_True : Py_False;
+    }
+    slot_set(flow, off_closed, Py_NewRef(closed));
     return 0;
 }
 
@@ -418,9 +435,7 @@ static int fold(Table *t, PyObject *ts, long long linktype, const uint8_t *frame
         }
     }
     if (p.proto == 6 && track != Py_None) {
-        if (p.flags & (TCP_FIN | TCP_RST) &&
-            call_void(t->close, Py_BuildValue("OOIO", flow, track, p.flags, forward ? Py_True : Py_False)) < 0)
-            goto done;
+        if (p.flags & (TCP_FIN | TCP_RST) && close_flow(flow, track, p.flags, forward) < 0) goto done;
         if (SLOT(track, off_result) == Py_None) {
             if (p.end > p.start) {
                 PyObject *payload = PyBytes_FromStringAndSize((const char *)frame + p.start, p.end - p.start);

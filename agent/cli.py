@@ -22,7 +22,7 @@ from agent.evaluate import evaluate_lines, load_policy_files
 from agent.inventory.objects import ObjectError
 from agent.inventory.snapshot import ClusterFileError, load_cluster
 from agent.judges.netpol import NetpolEngine, PolicyError, validate_policy
-from agent.pipeline import Pipeline
+from agent.pipeline import Pipeline, settle_heap
 from agent.sinks.events import EventSink, FlowRecordSink
 from agent.sinks.metrics import MetricsSink
 from agent.sinks.summary import Progress, summary_lines
@@ -169,6 +169,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                             flow_records=FlowRecordSink(flows_out) if flows_out else None,
                             candidates=candidates)
         pipeline.metrics = MetricsSink(stats=pipeline.stats(), max_namespaces=config.metrics.max_namespaces)
+        settle_heap()
         progress = Progress(sys.stderr, total_bytes=sum(os.path.getsize(p) for p in args.pcaps))
         started = time.perf_counter()
         failure, interrupted = None, False

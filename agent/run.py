@@ -30,7 +30,7 @@ from agent.flows.merge import ConntrackMerge
 from agent.inventory.snapshot import load_cluster
 from agent.inventory.store import Store
 from agent.judges import build_judges
-from agent.pipeline import Pipeline
+from agent.pipeline import Pipeline, settle_heap
 from agent.sinks.events import EventSink, FlowRecordSink
 from agent.sinks.exposition import AgentMetrics, serve
 from agent.sinks.metrics import MetricsSink
@@ -147,6 +147,7 @@ class Agent:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._queue_drops_seen = 0
+        self._heap_settled = False
 
     # --- building ------------------------------------------------------------------
     def _inventory(self):
@@ -277,6 +278,9 @@ class Agent:
                 return
 
     def _tick(self, now: float) -> None:
+        if not self._heap_settled and self.store.synced:  # the inventory is loaded: see settle_heap
+            settle_heap()
+            self._heap_settled = True
         if self.pipeline.table.sweep_due(now):  # a sweep scans the whole table: not every tick
             self.pipeline.table.sweep(now)
         if self.merge is not None:

@@ -3,8 +3,8 @@
 Every frame of a batch is decoded and folded into its flow here, in one loop:
 this is the per-packet path, so it touches only tuples, dict entries and slots
 attributes. `agent/_hotpath.c` runs the same loop compiled when it is built and
-calls back here for everything but counting (starting, closing, classifying). Each flow is stored under both directions' keys, so one dict lookup
-finds it and tells the direction. A flow ends on idle timeout, a short linger
+calls back here to start, end and classify flows. Each flow is stored under
+both directions' keys, so one dict lookup finds it and tells the direction. A flow ends on idle timeout, a short linger
 after FIN/RST, a new SYN on a closed key, table pressure (oldest first), or the
 end of the run; `on_end(flow, classification)` then receives it, once.
 """
@@ -146,12 +146,14 @@ class FlowTable:
                 mid_stream = True
                 forward = not _sender_is_server(sport, dport)
         rkey = reverse_key(key)
-        name = PROTOCOLS.get(proto, str(proto))
+        name = PROTOCOLS.get(proto) or str(proto)
+        ips = self._ip_cache
+        src_ip, dst_ip = ips.get(src) or self._ip(src), ips.get(dst) or self._ip(dst)
         if forward:
-            flow = Flow(name, self._ip(src), sport, self._ip(dst), dport, ts, ts)
+            flow = Flow(name, src_ip, sport, dst_ip, dport, ts, ts)
         else:
             key, rkey = rkey, key
-            flow = Flow(name, self._ip(dst), dport, self._ip(src), sport, ts, ts)
+            flow = Flow(name, dst_ip, dport, src_ip, sport, ts, ts)
         flow.mid_stream, flow.established = mid_stream, established
         track = None
         if proto == 6:  # mid-stream flows are tracked too, but only a TLS handshake will count
@@ -193,7 +195,9 @@ class FlowTable:
 
     @staticmethod
     def _close(flow: Flow, track: Track, flags: int, forward: bool) -> None:
-        """RST closes; FIN closes once each direction sent one (a retransmitted FIN is no answer)."""
+        """RST closes; FIN closes once each direction sent one (a retransmitted FIN is no answer).
+
+        agent/_hotpath.c's `close_flow` is its compiled twin."""
         if flags & TCP_RST:
             flow.closed = True
         else:
@@ -243,11 +247,10 @@ class FlowTable:
             self._end(entry)
 
     def _ip(self, raw: bytes) -> str:
-        text = self._ip_cache.get(raw)
-        if text is None:
-            text = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
-            if len(self._ip_cache) < 65536:
-                self._ip_cache[raw] = text
+        """The text of an address not in `_ip_cache` (callers look there first); cached while it is small."""
+        text = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+        if len(self._ip_cache) < 65536:
+            self._ip_cache[raw] = text
         return text
 
 
