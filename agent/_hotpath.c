@@ -243,9 +243,13 @@ static PyObject *packet_reason(const Packet *p) {
 /* ---------------------------------------------------------- module state */
 
 static PyTypeObject *flow_type, *track_type;
+static PyObject *stream_type, *flow_template, *classify_bytes, *proto_names;  /* proto_names: model.PROTOCOLS */
+static Py_ssize_t flow_slots[64];  /* every slot of Flow, for cloning the template */
+static Py_ssize_t n_flow_slots;
 static PyObject *decode_error, *skip_error;
 static Py_ssize_t off_last_seen, off_packets_src, off_bytes_src, off_packets_dst, off_bytes_dst,
-    off_established, off_closed, off_result, off_server, off_fins;
+    off_established, off_closed, off_result, off_server, off_fins, off_protocol, off_src_ip, off_src_port,
+    off_dst_ip, off_dst_port, off_first_seen, off_mid_stream;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -298,53 +302,98 @@ static PyObject *setup(PyObject *self, PyObject *args) {
 }
 
 static PyObject *flow_types(PyObject *self, PyObject *args) {
-    PyObject *flow, *track;
-    if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &flow, &PyType_Type, &track)) return NULL;
+    PyObject *flow, *track, *stream, *template, *protocols, *cap;
+    if (!PyArg_ParseTuple(args, "O!O!O!OO!O!", &PyType_Type, &flow, &PyType_Type, &track, &PyType_Type, &stream,
+                          &template, &PyDict_Type, &protocols, &PyLong_Type, &cap))
+        return NULL;
     PyTypeObject *ft = (PyTypeObject *)flow, *tt = (PyTypeObject *)track;
+    if (!Py_IS_TYPE(template, ft)) {
+        PyErr_SetString(PyExc_TypeError, "the template is a Flow");
+        return NULL;
+    }
     if (member_offset(ft, "last_seen", &off_last_seen) || member_offset(ft, "packets_src", &off_packets_src) ||
         member_offset(ft, "bytes_src", &off_bytes_src) || member_offset(ft, "packets_dst", &off_packets_dst) ||
         member_offset(ft, "bytes_dst", &off_bytes_dst) || member_offset(ft, "established", &off_established) ||
-        member_offset(ft, "closed", &off_closed) || member_offset(tt, "result", &off_result) ||
-        member_offset(tt, "server", &off_server) || member_offset(tt, "fins", &off_fins))
+        member_offset(ft, "closed", &off_closed) || member_offset(ft, "protocol", &off_protocol) ||
+        member_offset(ft, "src_ip", &off_src_ip) || member_offset(ft, "src_port", &off_src_port) ||
+        member_offset(ft, "dst_ip", &off_dst_ip) || member_offset(ft, "dst_port", &off_dst_port) ||
+        member_offset(ft, "first_seen", &off_first_seen) || member_offset(ft, "mid_stream", &off_mid_stream) ||
+        member_offset(tt, "result", &off_result) || member_offset(tt, "server", &off_server) ||
+        member_offset(tt, "fins", &off_fins))
         return NULL;
+    PyObject *names = PyObject_GetAttrString(flow, "__slots__");
+    PyObject *seq = names ? PySequence_Fast(names, "Flow.__slots__ is a sequence") : NULL;
+    Py_XDECREF(names);
+    if (seq == NULL) return NULL;
+    n_flow_slots = PySequence_Fast_GET_SIZE(seq);
+    int failed = n_flow_slots > (Py_ssize_t)(sizeof flow_slots / sizeof *flow_slots);
+    if (failed) PyErr_SetString(PyExc_TypeError, "Flow has too many slots");
+    for (Py_ssize_t i = 0; !failed && i < n_flow_slots; i++) {
+        const char *name = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
+        failed = name == NULL || member_offset(ft, name, &flow_slots[i]) < 0;
+    }
+    Py_DECREF(seq);
+    if (failed) {
+        n_flow_slots = 0;
+        return NULL;
+    }
     Py_XSETREF(flow_type, (PyTypeObject *)Py_NewRef(flow));
     Py_XSETREF(track_type, (PyTypeObject *)Py_NewRef(track));
+    Py_XSETREF(stream_type, Py_NewRef(stream));
+    Py_XSETREF(flow_template, Py_NewRef(template));
+    Py_XSETREF(proto_names, Py_NewRef(protocols));
+    Py_XSETREF(classify_bytes, Py_NewRef(cap));
     Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------- the fold */
 
 typedef struct {
-    PyObject *flows, *dropped, *skipped;  /* the table's dicts */
-    PyObject *start, *end, *payload, *server;  /* its bound methods */
+    PyObject *table;  /* borrowed */
+    PyObject *flows, *dropped, *skipped, *ip_cache;  /* the table's dicts */
+    PyObject *end, *payload, *server, *ip, *evict;  /* its bound methods */
+    Py_ssize_t max_flows;
 } Table;
 
 static void table_release(Table *t) {
     Py_CLEAR(t->flows);
     Py_CLEAR(t->dropped);
     Py_CLEAR(t->skipped);
-    Py_CLEAR(t->start);
+    Py_CLEAR(t->ip_cache);
     Py_CLEAR(t->end);
     Py_CLEAR(t->payload);
     Py_CLEAR(t->server);
+    Py_CLEAR(t->ip);
+    Py_CLEAR(t->evict);
 }
 
 static int table_bind(Table *t, PyObject *table) {
     memset(t, 0, sizeof *t);
+    t->table = table;
     if (flow_type == NULL || decode_error == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "agent._hotpath.setup() and flow_types() were not called");
         return -1;
     }
+    PyObject *settings = NULL, *max_flows = NULL;
     if (!(t->flows = PyObject_GetAttrString(table, "flows")) || !PyDict_CheckExact(t->flows) ||
         !(t->dropped = PyObject_GetAttrString(table, "dropped")) || !PyDict_CheckExact(t->dropped) ||
         !(t->skipped = PyObject_GetAttrString(table, "skipped")) || !PyDict_CheckExact(t->skipped) ||
-        !(t->start = PyObject_GetAttrString(table, "_start")) || !(t->end = PyObject_GetAttrString(table, "_end")) ||
+        !(t->ip_cache = PyObject_GetAttrString(table, "_ip_cache")) || !PyDict_CheckExact(t->ip_cache) ||
+        !(t->end = PyObject_GetAttrString(table, "_end")) ||
         !(t->payload = PyObject_GetAttrString(table, "_payload")) ||
-        !(t->server = PyObject_GetAttrString(table, "_server_start"))) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a FlowTable's flows, dropped and skipped are dicts");
+        !(t->server = PyObject_GetAttrString(table, "_server_start")) ||
+        !(t->ip = PyObject_GetAttrString(table, "_ip")) || !(t->evict = PyObject_GetAttrString(table, "_evict_oldest")) ||
+        !(settings = PyObject_GetAttrString(table, "settings")) ||
+        !(max_flows = PyObject_GetAttrString(settings, "max_flows")) ||
+        ((t->max_flows = PyLong_AsSsize_t(max_flows)) == -1 && PyErr_Occurred())) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a FlowTable's flows, dropped, skipped and _ip_cache are dicts");
+        Py_XDECREF(settings);
+        Py_XDECREF(max_flows);
         table_release(t);
         return -1;
     }
+    Py_DECREF(settings);
+    Py_DECREF(max_flows);
     return 0;
 }
 
@@ -397,6 +446,119 @@ static int entry_check(PyObject *entry) {
     return -1;
 }
 
+/* A Flow with every field as the template has it (the dataclass defaults); the caller sets the rest. */
+static PyObject *clone_template(void) {
+    PyObject *flow = flow_type->tp_alloc(flow_type, 0);
+    if (flow == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n_flow_slots; i++)
+        SLOT(flow, flow_slots[i]) = Py_XNewRef(SLOT(flow_template, flow_slots[i]));
+    return flow;
+}
+
+static inline int port_rank(unsigned port) { return port < 1024 ? 0 : port < 32768 ? 1 : 2; }
+
+static PyObject *ip_text(Table *t, const uint8_t *raw, unsigned alen) {  /* new reference */
+    PyObject *key = PyBytes_FromStringAndSize((const char *)raw, alen), *text;
+    if (key == NULL) return NULL;
+    text = PyDict_GetItemWithError(t->ip_cache, key);
+    if (text != NULL) Py_INCREF(text);
+    else if (!PyErr_Occurred()) text = PyObject_CallOneArg(t->ip, key);
+    Py_DECREF(key);
+    return text;
+}
+
+static int bump(PyObject *obj, const char *name) {  /* obj.name += 1 */
+    PyObject *old = PyObject_GetAttrString(obj, name), *one = PyLong_FromLong(1), *sum = NULL;
+    if (old && one) sum = PyNumber_Add(old, one);
+    int rc = sum ? PyObject_SetAttrString(obj, name, sum) : -1;
+    Py_XDECREF(old);
+    Py_XDECREF(one);
+    Py_XDECREF(sum);
+    return rc;
+}
+
+static PyObject *proto_name(unsigned proto) {  /* model.PROTOCOLS, else the number (new reference) */
+    PyObject *number = PyLong_FromUnsignedLong(proto), *name = NULL;
+    if (number == NULL) return NULL;
+    name = PyDict_GetItemWithError(proto_names, number);
+    name = name ? Py_NewRef(name) : PyErr_Occurred() ? NULL : PyObject_Str(number);
+    Py_DECREF(number);
+    return name;
+}
+
+/* FlowTable._start: a new flow, stored under both keys; returns the entry for this packet (new ref). */
+static PyObject *start_flow(Table *t, PyObject *ts, const Packet *p, PyObject *key) {
+    unsigned a = p->alen, sport = u16(p->ports), dport = u16(p->ports + 2);
+    int forward = 1, mid_stream = 0, established = 0;
+    if (p->proto == 6) {
+        if ((p->flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)) {  /* the SYN was missed, not the handshake */
+            forward = 0, established = 1;
+        } else if (!(p->flags & TCP_SYN)) {  /* mid-stream: the more server-like port is the server's */
+            mid_stream = 1;
+            forward = !(port_rank(sport) < port_rank(dport) || (port_rank(sport) == port_rank(dport) && sport < dport));
+        }
+    }
+    Py_ssize_t klen = PyBytes_GET_SIZE(key);
+    uint8_t rk[37];
+    memcpy(rk, p->dst, a), memcpy(rk + a, p->src, a);
+    memcpy(rk + 2 * a, p->ports + 2, 2), memcpy(rk + 2 * a + 2, p->ports, 2);
+    if (klen > 2 * a + 4) rk[2 * a + 4] = (uint8_t)p->proto;
+    PyObject *reversed = PyBytes_FromStringAndSize((const char *)rk, klen);
+    PyObject *src = ip_text(t, p->src, a), *dst = ip_text(t, p->dst, a), *name = proto_name(p->proto);
+    PyObject *flow = NULL, *track = NULL, *client = NULL, *server = NULL, *fwd = NULL, *rev = NULL, *result = NULL;
+    if (reversed == NULL || src == NULL || dst == NULL || name == NULL || (flow = clone_template()) == NULL) goto done;
+    PyObject *fkey = key, *rkey = reversed;  /* the keys of the initiator's packets and of the answers */
+    if (!forward) {  /* this packet's sender is the responder */
+        PyObject *ip = src;
+        unsigned port = sport;
+        src = dst, dst = ip, sport = dport, dport = port;
+        fkey = reversed, rkey = key;
+    }
+    slot_set(flow, off_protocol, Py_NewRef(name));
+    slot_set(flow, off_src_ip, Py_NewRef(src));
+    slot_set(flow, off_dst_ip, Py_NewRef(dst));
+    slot_set(flow, off_src_port, PyLong_FromUnsignedLong(sport));
+    slot_set(flow, off_dst_port, PyLong_FromUnsignedLong(dport));
+    slot_set(flow, off_first_seen, Py_NewRef(ts));
+    slot_set(flow, off_last_seen, Py_NewRef(ts));
+    slot_set(flow, off_mid_stream, Py_NewRef(mid_stream ? Py_True : Py_False));
+    slot_set(flow, off_established, Py_NewRef(established ? Py_True : Py_False));
+    if (SLOT(flow, off_src_port) == NULL || SLOT(flow, off_dst_port) == NULL) goto done;
+    if (p->proto == 6) {  /* mid-stream flows are tracked too, but only a TLS handshake will count */
+        PyObject *seq = PyLong_FromUnsignedLong(p->seq);
+        if (seq == NULL) goto done;
+        client = PyObject_CallFunctionObjArgs(stream_type, mid_stream || !forward ? Py_None : seq, classify_bytes, NULL);
+        server = mid_stream || forward ? Py_NewRef(Py_None)
+                                       : PyObject_CallFunctionObjArgs(stream_type, seq, classify_bytes, NULL);
+        Py_DECREF(seq);
+        if (client == NULL || server == NULL) goto done;
+        track = PyObject_CallFunctionObjArgs((PyObject *)track_type, client, server, NULL);
+    } else {
+        track = Py_NewRef(Py_None);
+    }
+    if (track == NULL || (fwd = PyTuple_Pack(4, flow, Py_True, track, rkey)) == NULL ||
+        (rev = PyTuple_Pack(4, flow, Py_False, track, fkey)) == NULL)
+        goto done;
+    /* Reverse first: when both ends are one address and port, the keys are equal and the forward entry wins. */
+    if (PyDict_SetItem(t->flows, rkey, rev) < 0 || PyDict_SetItem(t->flows, fkey, fwd) < 0 ||
+        bump(t->table, "flows_started") < 0)
+        goto done;
+    if (PyDict_GET_SIZE(t->flows) > 2 * t->max_flows && call_void(t->evict, PyTuple_New(0)) < 0) goto done;
+    result = Py_NewRef(forward ? fwd : rev);
+done:
+    Py_XDECREF(reversed);
+    Py_XDECREF(src);
+    Py_XDECREF(dst);
+    Py_XDECREF(name);
+    Py_XDECREF(flow);
+    Py_XDECREF(client);
+    Py_XDECREF(server);
+    Py_XDECREF(track);
+    Py_XDECREF(fwd);
+    Py_XDECREF(rev);
+    return result;
+}
+
 /* One frame into its flow; mirrors FlowTable._ingest_python. `ts` is borrowed. */
 static int fold(Table *t, PyObject *ts, long long linktype, const uint8_t *frame, Py_ssize_t n) {
     Packet p;
@@ -415,9 +577,7 @@ static int fold(Table *t, PyObject *ts, long long linktype, const uint8_t *frame
             if (call_void(t->end, PyTuple_Pack(1, entry)) < 0) goto done;
             Py_CLEAR(entry);
         }
-        entry = PyObject_CallFunction(t->start, "OINIk", ts, p.proto, key, p.flags, (unsigned long)p.seq);
-        key = NULL;  /* "N" stole it */
-        if (entry == NULL || entry_check(entry) < 0) goto done;
+        if ((entry = start_flow(t, ts, &p, key)) == NULL) goto done;
     }
     PyObject *flow = PyTuple_GET_ITEM(entry, 0), *track = PyTuple_GET_ITEM(entry, 2);
     int forward = PyTuple_GET_ITEM(entry, 1) == Py_True;

@@ -22,6 +22,7 @@ from agent.decode.errors import DecodeError, Skip
 from agent.decode.hotpath import HOTPATH, PcapRecords
 from agent.decode.packet import decode_frame
 from agent.flows.table import FlowTable
+from agent.model import Flow
 from tests.decode.test_packet import ALL, FUZZ, LINKTYPES
 from tests.flows.test_table import C, SRV, ipv4, sctp, tcp, udp
 
@@ -197,3 +198,11 @@ def test_a_frame_that_is_not_a_tuple_of_three_is_a_type_error():
         table.ingest([(1.0, 1)])
     with pytest.raises(TypeError):
         table.ingest([(1.0, 1, 42)])
+
+
+def test_every_flow_field_default_is_immutable_so_the_compiled_start_may_share_it():
+    # start_flow copies a template Flow's fields into each new flow: a default_factory
+    # (a list, a dict) would be one object shared by every flow.
+    assert all(f.default_factory is dataclasses.MISSING for f in dataclasses.fields(Flow))
+    assert all(isinstance(f.default, (int, float, str, bool, type(None))) for f in dataclasses.fields(Flow)
+               if f.default is not dataclasses.MISSING)

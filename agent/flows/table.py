@@ -49,7 +49,8 @@ def _sender_is_server(sport: int, dport: int) -> bool:
 
 
 if HOTPATH is not None:
-    HOTPATH.flow_types(Flow, Track)
+    # New flows are copies of this one (every field its dataclass default) with the packet's fields set.
+    HOTPATH.flow_types(Flow, Track, StreamStart, Flow("", "", 0, "", 0, 0.0, 0.0), PROTOCOLS, CLASSIFY_BYTES)
 
 
 class FlowTable:
@@ -136,7 +137,7 @@ class FlowTable:
         return frames[-1][0]
 
     def _start(self, ts: float, proto: int, key: bytes, flags: int, seq: int):
-        """A new flow: decide who initiated it and whether its start was seen."""
+        """A new flow: decide who initiated it and whether its start was seen (compiled: `start_flow`)."""
         src, dst, sport, dport = split_key(key)
         forward, mid_stream, established = True, False, False
         if proto == 6:
@@ -166,9 +167,13 @@ class FlowTable:
         self.flows[rkey], self.flows[key] = entry_rev, entry_fwd
         self.flows_started += 1
         if len(self.flows) > 2 * self.settings.max_flows:
-            self._end(self.flows[next(iter(self.flows))])  # oldest first
-            self.evicted += 1
+            self._evict_oldest()
         return entry_fwd if forward else entry_rev
+
+    def _evict_oldest(self) -> None:
+        """Table pressure: end the oldest flow (dicts keep insertion order)."""
+        self._end(self.flows[next(iter(self.flows))])
+        self.evicted += 1
 
     def _payload(self, entry: tuple, forward: bool, seq: int, payload: bytes) -> None:
         flow, track = entry[0], entry[2]
