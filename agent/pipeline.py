@@ -125,7 +125,7 @@ class Pipeline:
                 findings.extend(judge.judge(flow, src, dst))
             except Exception:
                 self._failed("judge", judge.name)
-        verdict = (DENY if any(f.kind == POLICY_VIOLATION for f in findings)
+        verdict = (DENY if findings and any(f.kind == POLICY_VIOLATION for f in findings)
                    else ALLOW if self.view.synced else UNKNOWN)
         t = self.totals
         t.flows += 1

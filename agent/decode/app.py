@@ -133,6 +133,18 @@ def _tls_at(client: bytes, server: bytes, *, upgraded: str | None) -> Classifica
         return None
     if hello.__class__ is Incomplete:
         return Classification(TLS, tls=True, upgraded=upgraded, complete=False)
+    return _tls_answered(hello, server, upgraded=upgraded)
+
+
+def classify_answer(waiting: Classification, server: bytes) -> Classification:
+    """`classify(client, server)` for a plain TLS connection (no upgrade, no tunnel) whose
+    ClientHello `waiting` already holds: the client's bytes only grew, so only the
+    server's are read again."""
+    assert waiting.client_hello is not None and waiting.upgraded is None and waiting.tunnel is None
+    return _tls_answered(waiting.client_hello, server, upgraded=None)
+
+
+def _tls_answered(hello: ClientHello, server: bytes, *, upgraded: str | None) -> Classification:
     answer = parse_server_hello(server) if server else None
     if answer.__class__ is ServerHello:
         return Classification(TLS, tls=True, upgraded=upgraded, client_hello=hello, server_hello=answer)

@@ -14,7 +14,7 @@ import socket
 from typing import Callable
 
 from agent.config import FlowConfig
-from agent.decode.app import classify
+from agent.decode.app import Classification, classify, classify_answer
 from agent.decode.errors import DecodeError, Skip
 from agent.decode.hotpath import HOTPATH, PcapRecords
 from agent.decode.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, decode_frame, reverse_key, split_key
@@ -35,7 +35,7 @@ class Track:
     def __init__(self, client: StreamStart | None, server: StreamStart | None):
         self.client, self.server, self.result = client, server, None
         self.fins = 0  # bit 1: the initiator sent a FIN, bit 2: the responder did
-        self.hello = False  # the client's ClientHello is parsed: only the server's answer is awaited
+        self.hello: Classification | None = None  # TLS with its ClientHello parsed: awaiting the answer
 
 
 def _port_rank(port: int) -> int:
@@ -184,14 +184,18 @@ class FlowTable:
                 track.server = StreamStart(None, CLASSIFY_BYTES)
             stream = track.server
         stream.add(seq, payload)
-        if forward and track.hello:
+        waiting = track.hello
+        if waiting is not None and forward:
             return  # more client bytes cannot change the answer; the server's will
-        result = classify(track.client.data, track.server.data if track.server else b"", dst_port=flow.dst_port)
+        if waiting is not None and waiting.upgraded is None and waiting.tunnel is None:
+            result = classify_answer(waiting, track.server.data)  # the ClientHello is not parsed again
+        else:
+            result = classify(track.client.data, track.server.data if track.server else b"", dst_port=flow.dst_port)
         if result.complete or stream.full:
             track.result = result
             track.client = track.server = None  # free the buffers
         else:
-            track.hello = result.client_hello is not None
+            track.hello = result if result.client_hello is not None else None
 
     @staticmethod
     def _server_start(track: Track, isn: int) -> None:

@@ -6,7 +6,7 @@ import struct
 
 from hypothesis import given, settings, strategies as st
 
-from agent.decode.app import Classification, classify
+from agent.decode.app import Classification, classify, classify_answer
 
 DEEP = settings(max_examples=int(os.environ.get("FLOWWARDEN_FUZZ_EXAMPLES", "300")), deadline=None)
 
@@ -46,6 +46,13 @@ def test_client_hello_waits_for_the_server_answer_to_be_complete():
         got = classify(HELLO, SERVER_HELLO[:n], dst_port=443)
         assert got.tls and not got.complete and got.server_hello is None, n
     assert classify(HELLO, SERVER_HELLO, dst_port=443).complete
+
+
+def test_answering_a_waiting_hello_is_classifying_the_whole_connection_again():
+    waiting = classify(HELLO, b"", dst_port=443)
+    alert = bytes.fromhex("15 0303 0002 02 28")
+    for server in [SERVER_HELLO[:n] for n in range(len(SERVER_HELLO) + 1)] + [alert, b"HTTP/1.1 400\r\n\r\n"]:
+        assert classify_answer(waiting, server) == classify(HELLO, server, dst_port=443), server
 
 
 def test_server_answering_without_a_server_hello_completes_the_tls_connection():
