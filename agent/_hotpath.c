@@ -1,17 +1,20 @@
 /* The per-packet path, compiled: pcap records -> decode -> flow-table update.
  *
- * capture -> **decode -> flows** for the packets that need no Python: most
- * packets of a flow only add to its counters. This module decodes each frame
- * exactly as agent/decode/packet.py does (tests compare the two on every
- * bundled capture and on fuzzed frames), looks its key up in the FlowTable's
- * dict and updates the Flow's slots in place (counters, times, FIN/RST).
- * Everything else calls back into the table's Python methods, in packet
- * order: starting and ending a flow, the payload of a flow not yet
- * classified. agent/flows/table.py keeps the same loop in Python; it is the
- * reference, and what runs when this module is not built.
+ * capture -> **decode -> flows** for what needs no Python: most packets of a
+ * flow only add to its counters. This module decodes each frame exactly as
+ * agent/decode/packet.py does, looks its key up in the FlowTable's dict,
+ * starts new flows (start_flow = FlowTable._start) and updates the Flow's
+ * slots in place: counters, times, establishment, FIN/RST (close_flow =
+ * FlowTable._close). It calls back into the table, in packet order, to end a
+ * flow whose 5-tuple a new SYN reuses, for the payload of a flow not yet
+ * classified, and on table pressure. agent/flows/table.py keeps the same loop
+ * in Python: it is the reference (tests/test_hotpath.py compares the two on
+ * every bundled capture, fuzzed frames and random conversations) and what
+ * runs when this module is not built.
  *
- *   setup(DecodeError, Skip)               once, from agent/decode/hotpath.py
- *   flow_types(Flow, Track)                 once, from agent/flows/table.py
+ *   setup(DecodeError, Skip)                once, from agent/decode/hotpath.py
+ *   flow_types(Flow, Track, StreamStart, template, PROTOCOLS, CLASSIFY_BYTES)
+ *                                           once, from agent/flows/table.py
  *   decode(linktype, frame)                 = agent.decode.packet.decode_frame
  *   ingest(table, frames)                   fold a list of (ts, linktype, frame)
  *   scan_pcap(buf, pos, big_endian, nanos)  -> (end, count, last_ts) of complete records
@@ -779,7 +782,8 @@ static PyObject *py_records(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "setup(DecodeError, Skip): what decode raises."},
-    {"flow_types", flow_types, METH_VARARGS, "flow_types(Flow, Track): the types whose slots the fold updates."},
+    {"flow_types", flow_types, METH_VARARGS,
+     "flow_types(Flow, Track, StreamStart, template, PROTOCOLS, CLASSIFY_BYTES): what the fold makes and updates."},
     {"decode", py_decode, METH_VARARGS, "decode(linktype, frame): as agent.decode.packet.decode_frame."},
     {"ingest", py_ingest, METH_VARARGS, "ingest(table, frames) -> last timestamp: fold frames into a FlowTable."},
     {"scan_pcap", py_scan_pcap, METH_VARARGS,
