@@ -17,7 +17,7 @@
  *                                           once, from agent/flows/table.py
  *   decode(linktype, frame)                 = agent.decode.packet.decode_frame
  *   ingest(table, frames)                   fold a list of (ts, linktype, frame)
- *   scan_pcap(buf, pos, big_endian, nanos)  -> (end, count, last_ts) of complete records
+ *   scan_pcap(buf, pos, big_endian)         -> (end, count) of the complete records from pos
  *   ingest_pcap(table, buf, start, end, linktype, big_endian, nanos)
  *   records(buf, start, end, linktype, big_endian, nanos) -> list of frames
  */
@@ -385,11 +385,13 @@ static int table_bind(Table *t, PyObject *table) {
         !(t->end = PyObject_GetAttrString(table, "_end")) ||
         !(t->payload = PyObject_GetAttrString(table, "_payload")) ||
         !(t->server = PyObject_GetAttrString(table, "_server_start")) ||
-        !(t->ip = PyObject_GetAttrString(table, "_ip")) || !(t->evict = PyObject_GetAttrString(table, "_evict_oldest")) ||
+        !(t->ip = PyObject_GetAttrString(table, "_ip")) ||
+        !(t->evict = PyObject_GetAttrString(table, "_evict_oldest")) ||
         !(settings = PyObject_GetAttrString(table, "settings")) ||
         !(max_flows = PyObject_GetAttrString(settings, "max_flows")) ||
         ((t->max_flows = PyLong_AsSsize_t(max_flows)) == -1 && PyErr_Occurred())) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a FlowTable's flows, dropped, skipped and _ip_cache are dicts");
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "a FlowTable's flows, dropped, skipped and _ip_cache are dicts");
         Py_XDECREF(settings);
         Py_XDECREF(max_flows);
         table_release(t);
@@ -442,9 +444,10 @@ static int close_flow(PyObject *flow, PyObject *track, unsigned flags, int forwa
 
 /* (flow, forward, track, other key), with the types the slot offsets belong to. */
 static int entry_check(PyObject *entry) {
-    if (PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 4 && Py_IS_TYPE(PyTuple_GET_ITEM(entry, 0), flow_type) &&
-        (PyTuple_GET_ITEM(entry, 2) == Py_None || Py_IS_TYPE(PyTuple_GET_ITEM(entry, 2), track_type)))
-        return 0;
+    if (PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 4) {
+        PyObject *flow = PyTuple_GET_ITEM(entry, 0), *track = PyTuple_GET_ITEM(entry, 2);
+        if (Py_IS_TYPE(flow, flow_type) && (track == Py_None || Py_IS_TYPE(track, track_type))) return 0;
+    }
     PyErr_SetString(PyExc_TypeError, "a flow table entry is (Flow, bool, Track | None, bytes)");
     return -1;
 }
@@ -498,7 +501,9 @@ static PyObject *start_flow(Table *t, PyObject *ts, const Packet *p, PyObject *k
             forward = 0, established = 1;
         } else if (!(p->flags & TCP_SYN)) {  /* mid-stream: the more server-like port is the server's */
             mid_stream = 1;
-            forward = !(port_rank(sport) < port_rank(dport) || (port_rank(sport) == port_rank(dport) && sport < dport));
+            int sender_is_server = port_rank(sport) < port_rank(dport) ||
+                                   (port_rank(sport) == port_rank(dport) && sport < dport);
+            forward = !sender_is_server;
         }
     }
     Py_ssize_t klen = PyBytes_GET_SIZE(key);
@@ -530,7 +535,8 @@ static PyObject *start_flow(Table *t, PyObject *ts, const Packet *p, PyObject *k
     if (p->proto == 6) {  /* mid-stream flows are tracked too, but only a TLS handshake will count */
         PyObject *seq = PyLong_FromUnsignedLong(p->seq);
         if (seq == NULL) goto done;
-        client = PyObject_CallFunctionObjArgs(stream_type, mid_stream || !forward ? Py_None : seq, classify_bytes, NULL);
+        PyObject *client_isn = mid_stream || !forward ? Py_None : seq;  /* a SYN-ACK first: the client's is unseen */
+        client = PyObject_CallFunctionObjArgs(stream_type, client_isn, classify_bytes, NULL);
         server = mid_stream || forward ? Py_NewRef(Py_None)
                                        : PyObject_CallFunctionObjArgs(stream_type, seq, classify_bytes, NULL);
         Py_DECREF(seq);
@@ -562,7 +568,7 @@ done:
     return result;
 }
 
-/* One frame into its flow; mirrors FlowTable._ingest_python. `ts` is borrowed. */
+/* One frame into its flow; mirrors FlowTable._fold. `ts` is borrowed. */
 static int fold(Table *t, PyObject *ts, long long linktype, const uint8_t *frame, Py_ssize_t n) {
     Packet p;
     int outcome = decode(linktype, frame, n, &p);
@@ -706,20 +712,16 @@ static int parse_block(PyObject *args, Py_buffer *buf, Py_ssize_t *start, Py_ssi
 
 static PyObject *py_scan_pcap(PyObject *self, PyObject *args) {
     Py_buffer buf;
-    Py_ssize_t pos;
-    int big, nanos;
-    if (!PyArg_ParseTuple(args, "y*npp", &buf, &pos, &big, &nanos)) return NULL;
-    const uint8_t *b = buf.buf;
-    Py_ssize_t n = buf.len, count = 0;
-    Record last = {0, 0, 0};
-    while (pos >= 0 && pos + 16 <= n) {
-        Record r = record_at(b + pos, big);
-        if ((Py_ssize_t)r.incl > n - pos - 16) break;
-        last = r, count++, pos += 16 + (Py_ssize_t)r.incl;
+    Py_ssize_t pos, count = 0;
+    int big;
+    if (!PyArg_ParseTuple(args, "y*np", &buf, &pos, &big)) return NULL;
+    while (pos >= 0 && pos + 16 <= buf.len) {
+        Py_ssize_t incl = rd32((const uint8_t *)buf.buf + pos + 8, big);
+        if (incl > buf.len - pos - 16) break;
+        count++, pos += 16 + incl;
     }
     PyBuffer_Release(&buf);
-    if (count == 0) return Py_BuildValue("nnO", pos, count, Py_None);
-    return Py_BuildValue("nnd", pos, count, record_ts(last, nanos));
+    return Py_BuildValue("nn", pos, count);
 }
 
 static PyObject *py_ingest_pcap(PyObject *self, PyObject *args) {
@@ -787,7 +789,7 @@ static PyMethodDef methods[] = {
     {"decode", py_decode, METH_VARARGS, "decode(linktype, frame): as agent.decode.packet.decode_frame."},
     {"ingest", py_ingest, METH_VARARGS, "ingest(table, frames) -> last timestamp: fold frames into a FlowTable."},
     {"scan_pcap", py_scan_pcap, METH_VARARGS,
-     "scan_pcap(buf, pos, big_endian, nanos) -> (end, count, last_ts) of the complete records from pos."},
+     "scan_pcap(buf, pos, big_endian) -> (end, count) of the complete records from pos."},
     {"ingest_pcap", py_ingest_pcap, METH_VARARGS,
      "ingest_pcap(table, buf, start, end, linktype, big_endian, nanos) -> last timestamp."},
     {"records", py_records, METH_VARARGS,

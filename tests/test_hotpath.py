@@ -111,11 +111,12 @@ def test_a_classic_pcap_comes_as_record_blocks_holding_exactly_its_records(path)
     assert [f for b in batches for f in b] == classic_records(path.read_bytes())
 
 
-def test_a_scan_stops_before_a_cut_record_and_reports_the_last_complete_one():
+def test_a_scan_stops_before_a_cut_record():
     rec = struct.pack("<IIII", 10, 500_000, 4, 4) + b"abcd"
     buf = rec + rec[:-1]
-    assert HOTPATH.scan_pcap(buf, 0, False, False) == (len(rec), 1, 10.5)
-    assert HOTPATH.scan_pcap(buf, len(rec), False, False) == (len(rec), 0, None)
+    assert HOTPATH.scan_pcap(buf, 0, False) == (len(rec), 1)
+    assert HOTPATH.scan_pcap(buf, len(rec), False) == (len(rec), 0)
+    assert HOTPATH.scan_pcap(struct.pack(">IIII", 10, 0, 4, 4) + b"abcd", 0, True) == (20, 1)
     with pytest.raises(ValueError):
         HOTPATH.records(buf, 0, len(buf) + 1, 1, False, False)
 
@@ -164,9 +165,10 @@ def conversations(draw):
     for _ in range(draw(st.integers(1, 40))):
         ts += draw(st.sampled_from([0.001, 0.5, 3.0, 40.0]))
         kind = draw(st.sampled_from(["tcp", "tcp", "tcp", "udp", "sctp", "garbage", "hello"]))
-        client, sport = draw(st.sampled_from([(C, 40000), (C, 40001), ("10.244.3.3", 40000)]))
+        client, sport = draw(st.sampled_from([(C, 40000), (C, 40001), ("10.244.3.3", 40000), (C, 1000)]))
+        dport = draw(st.sampled_from([443, 443, 8080, 40002]))  # same-rank ports: the mid-stream tie-break
         forward = draw(st.booleans())
-        ends = (client, sport, SRV, 443) if forward else (SRV, 443, client, sport)
+        ends = (client, sport, SRV, dport) if forward else (SRV, dport, client, sport)
         if kind == "tcp":
             frame = tcp(*ends, draw(st.sampled_from([0x02, 0x12, 0x10, 0x18, 0x11, 0x04, 0x14, 0x01, 0x03])),
                         seq=draw(st.sampled_from([0, 1000, 1001, 2**32 - 1])), payload=draw(st.sampled_from(PAYLOADS)))

@@ -104,7 +104,7 @@ def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Fra
         buf = rest + chunk if rest else chunk
         n = len(buf)
         if HOTPATH is not None:
-            pos, count, _last = HOTPATH.scan_pcap(buf, 0, big_endian, nanos)
+            pos, count = HOTPATH.scan_pcap(buf, 0, big_endian)
             if count:
                 yield PcapRecords(buf, 0, pos, count=count, linktype=linktype, big_endian=big_endian, nanos=nanos)
         else:
@@ -119,8 +119,8 @@ def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Fra
                 pos = end
             if batch:
                 yield batch
-        if pos + 16 <= n and record(buf, pos)[2] > MAX_RECORD:
-            raise PcapError(f"{path}: corrupt record at byte {base + pos} (length {record(buf, pos)[2]})")
+        if pos + 16 <= n and (incl := record(buf, pos)[2]) > MAX_RECORD:
+            raise PcapError(f"{path}: corrupt record at byte {base + pos} (length {incl})")
         rest, base = buf[pos:], base + pos
         if eof:
             if rest:

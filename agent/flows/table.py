@@ -3,10 +3,11 @@
 Every frame of a batch is decoded and folded into its flow here, in one loop:
 this is the per-packet path, so it touches only tuples, dict entries and slots
 attributes. `agent/_hotpath.c` runs the same loop compiled when it is built and
-calls back here to start, end and classify flows. Each flow is stored under
-both directions' keys, so one dict lookup finds it and tells the direction. A flow ends on idle timeout, a short linger
-after FIN/RST, a new SYN on a closed key, table pressure (oldest first), or the
-end of the run; `on_end(flow, classification)` then receives it, once.
+calls back here to classify and end flows. Each flow is stored under both
+directions' keys, so one dict lookup finds it and tells the direction. A flow
+ends on idle timeout, a short linger after FIN/RST, a new SYN on a closed key,
+table pressure (oldest first), or the end of the run; `on_end(flow,
+classification)` then receives it, once.
 """
 from __future__ import annotations
 
