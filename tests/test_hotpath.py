@@ -23,7 +23,7 @@ from agent.decode.hotpath import HOTPATH, PcapRecords
 from agent.decode.packet import decode_frame
 from agent.flows.table import FlowTable
 from agent.model import Flow
-from tests.decode.test_packet import ALL, FUZZ, LINKTYPES
+from tests.decode.test_packet import ALL, FUZZ, LINKTYPES, mutated
 from tests.flows.test_table import C, SRV, ipv4, sctp, tcp, udp
 
 if os.environ.get("FLOWWARDEN_PURE_PYTHON"):
@@ -82,11 +82,7 @@ def test_arbitrary_bytes_decode_as_in_python(linktype, frame):
 @given(name=st.sampled_from(list(ALL)), data=st.data())
 def test_mutated_frames_decode_as_in_python(name, data):
     linktype, frame = ALL[name]
-    buf = bytearray(frame)
-    for _ in range(data.draw(st.integers(1, 6))):
-        if buf:
-            buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
-    same_decoding(linktype, bytes(buf[:data.draw(st.integers(0, len(buf)))]))
+    same_decoding(linktype, mutated(data, frame, changes=6))
 
 
 # --- pcap records ----------------------------------------------------------------

@@ -341,15 +341,20 @@ def test_arbitrary_bytes_only_ever_decode_or_raise_our_errors(linktype, frame):
     _check_result(got, frame)
 
 
+def mutated(data, frame: bytes, *, changes: int = 4) -> bytes:
+    """`frame` with up to `changes` bytes overwritten, then cut anywhere (hypothesis draws)."""
+    buf = bytearray(frame)
+    for _ in range(data.draw(st.integers(1, changes))):
+        if buf:
+            buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
+    return bytes(buf[:data.draw(st.integers(0, len(buf)))])
+
+
 @FUZZ
 @given(name=st.sampled_from(list(ALL)), data=st.data())
 def test_mutated_real_frames_only_ever_decode_or_raise_our_errors(name, data):
     linktype, frame = ALL[name]
-    buf = bytearray(frame)
-    for _ in range(data.draw(st.integers(1, 4))):
-        if buf:
-            buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
-    buf = bytes(buf[:data.draw(st.integers(0, len(buf)))])
+    buf = mutated(data, frame)
     try:
         got = decode_frame(linktype, buf)
     except (DecodeError, Skip):
