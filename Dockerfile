@@ -2,7 +2,7 @@
 # The full image has gcc and the Python headers for agent/_hotpath.c; the runtime image needs neither.
 FROM python:3.11 AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY agent ./agent
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
