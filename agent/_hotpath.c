@@ -691,6 +691,14 @@ static inline Record record_at(const uint8_t *b, int big) {
     return r;
 }
 
+/* The record at `pos` of a block from scan_pcap; -1 (ValueError) when it runs past the block's end. */
+static int block_record(const uint8_t *b, Py_ssize_t pos, Py_ssize_t end, int big, Record *r) {
+    *r = record_at(b + pos, big);
+    if ((Py_ssize_t)r->incl <= end - pos - 16) return 0;
+    PyErr_SetString(PyExc_ValueError, "a record runs past the end of its block");
+    return -1;
+}
+
 static inline double record_ts(Record r, int nanos) {  /* as the Python reader: sec + frac * scale */
     return (double)r.sec + (double)r.frac * (nanos ? 1e-9 : 1e-6);
 }
@@ -738,11 +746,8 @@ static PyObject *py_ingest_pcap(PyObject *self, PyObject *args) {
     }
     const uint8_t *b = buf.buf;
     while (pos + 16 <= end) {
-        Record r = record_at(b + pos, big);
-        if ((Py_ssize_t)r.incl > end - pos - 16) {
-            PyErr_SetString(PyExc_ValueError, "a record runs past the end of its block");
-            goto fail;
-        }
+        Record r;
+        if (block_record(b, pos, end, big, &r) < 0) goto fail;
         Py_XSETREF(last, PyFloat_FromDouble(record_ts(r, nanos)));
         if (last == NULL || fold(&t, last, linktype, b + pos + 16, r.incl) < 0) goto fail;
         pos += 16 + (Py_ssize_t)r.incl;
@@ -767,9 +772,8 @@ static PyObject *py_records(PyObject *self, PyObject *args) {
     PyObject *frames = PyList_New(0);
     const uint8_t *b = buf.buf;
     while (frames != NULL && pos + 16 <= end) {
-        Record r = record_at(b + pos, big);
-        if ((Py_ssize_t)r.incl > end - pos - 16) {
-            PyErr_SetString(PyExc_ValueError, "a record runs past the end of its block");
+        Record r;
+        if (block_record(b, pos, end, big, &r) < 0) {
             Py_CLEAR(frames);
             break;
         }
