@@ -5,9 +5,10 @@
  * agent/decode/packet.py does, looks its key up in the FlowTable's dict,
  * starts new flows (start_flow = FlowTable._start) and updates the Flow's
  * slots in place: counters, times, establishment, FIN/RST (close_flow =
- * FlowTable._close). It calls back into the table, in packet order, to end a
- * flow whose 5-tuple a new SYN reuses, for the payload of a flow not yet
- * classified, and on table pressure. agent/flows/table.py keeps the same loop
+ * FlowTable._close). It calls back into the table through its `hooks`
+ * (flows.table.FoldHooks), in packet order: when a flow is stored, at the
+ * responder's first packet, for the payload of a flow not yet classified, at
+ * the SYN-ACK, and to end a flow whose 5-tuple a new SYN reuses. agent/flows/table.py keeps the same loop
  * in Python: it is the reference (tests/test_hotpath.py compares the two on
  * every bundled capture, fuzzed frames and random conversations) and what
  * runs when this module is not built.
@@ -354,8 +355,7 @@ static PyObject *flow_types(PyObject *self, PyObject *args) {
 typedef struct {
     PyObject *table;  /* borrowed */
     PyObject *flows, *dropped, *skipped, *ip_cache;  /* the table's dicts */
-    PyObject *end, *payload, *server, *ip, *evict;  /* its bound methods */
-    Py_ssize_t max_flows;
+    PyObject *started, *answered, *payload, *server, *end, *ip;  /* its FoldHooks */
 } Table;
 
 static void table_release(Table *t) {
@@ -363,11 +363,12 @@ static void table_release(Table *t) {
     Py_CLEAR(t->dropped);
     Py_CLEAR(t->skipped);
     Py_CLEAR(t->ip_cache);
-    Py_CLEAR(t->end);
+    Py_CLEAR(t->started);
+    Py_CLEAR(t->answered);
     Py_CLEAR(t->payload);
     Py_CLEAR(t->server);
+    Py_CLEAR(t->end);
     Py_CLEAR(t->ip);
-    Py_CLEAR(t->evict);
 }
 
 static int table_bind(Table *t, PyObject *table) {
@@ -377,28 +378,25 @@ static int table_bind(Table *t, PyObject *table) {
         PyErr_SetString(PyExc_RuntimeError, "agent._hotpath.setup() and flow_types() were not called");
         return -1;
     }
-    PyObject *settings = NULL, *max_flows = NULL;
+    PyObject *hooks = NULL;
     if (!(t->flows = PyObject_GetAttrString(table, "flows")) || !PyDict_CheckExact(t->flows) ||
         !(t->dropped = PyObject_GetAttrString(table, "dropped")) || !PyDict_CheckExact(t->dropped) ||
         !(t->skipped = PyObject_GetAttrString(table, "skipped")) || !PyDict_CheckExact(t->skipped) ||
         !(t->ip_cache = PyObject_GetAttrString(table, "_ip_cache")) || !PyDict_CheckExact(t->ip_cache) ||
-        !(t->end = PyObject_GetAttrString(table, "_end")) ||
-        !(t->payload = PyObject_GetAttrString(table, "_payload")) ||
-        !(t->server = PyObject_GetAttrString(table, "_server_start")) ||
-        !(t->ip = PyObject_GetAttrString(table, "_ip")) ||
-        !(t->evict = PyObject_GetAttrString(table, "_evict_oldest")) ||
-        !(settings = PyObject_GetAttrString(table, "settings")) ||
-        !(max_flows = PyObject_GetAttrString(settings, "max_flows")) ||
-        ((t->max_flows = PyLong_AsSsize_t(max_flows)) == -1 && PyErr_Occurred())) {
+        !(hooks = PyObject_GetAttrString(table, "hooks")) ||
+        !(t->started = PyObject_GetAttrString(hooks, "started")) ||
+        !(t->answered = PyObject_GetAttrString(hooks, "answered")) ||
+        !(t->payload = PyObject_GetAttrString(hooks, "payload")) ||
+        !(t->server = PyObject_GetAttrString(hooks, "server_start")) ||
+        !(t->end = PyObject_GetAttrString(hooks, "end")) ||
+        !(t->ip = PyObject_GetAttrString(hooks, "ip_text"))) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "a FlowTable's flows, dropped, skipped and _ip_cache are dicts");
-        Py_XDECREF(settings);
-        Py_XDECREF(max_flows);
+        Py_XDECREF(hooks);
         table_release(t);
         return -1;
     }
-    Py_DECREF(settings);
-    Py_DECREF(max_flows);
+    Py_DECREF(hooks);
     return 0;
 }
 
@@ -473,16 +471,6 @@ static PyObject *ip_text(Table *t, const uint8_t *raw, unsigned alen) {  /* new 
     return text;
 }
 
-static int bump(PyObject *obj, const char *name) {  /* obj.name += 1 */
-    PyObject *old = PyObject_GetAttrString(obj, name), *one = PyLong_FromLong(1), *sum = NULL;
-    if (old && one) sum = PyNumber_Add(old, one);
-    int rc = sum ? PyObject_SetAttrString(obj, name, sum) : -1;
-    Py_XDECREF(old);
-    Py_XDECREF(one);
-    Py_XDECREF(sum);
-    return rc;
-}
-
 static PyObject *proto_name(unsigned proto) {  /* model.PROTOCOLS, else the number (new reference) */
     PyObject *number = PyLong_FromUnsignedLong(proto), *name = NULL;
     if (number == NULL) return NULL;
@@ -550,9 +538,8 @@ static PyObject *start_flow(Table *t, PyObject *ts, const Packet *p, PyObject *k
         goto done;
     /* Reverse first: when both ends are one address and port, the keys are equal and the forward entry wins. */
     if (PyDict_SetItem(t->flows, rkey, rev) < 0 || PyDict_SetItem(t->flows, fkey, fwd) < 0 ||
-        bump(t->table, "flows_started") < 0)
+        call_void(t->started, PyTuple_Pack(1, forward ? fwd : rev)) < 0)
         goto done;
-    if (PyDict_GET_SIZE(t->flows) > 2 * t->max_flows && call_void(t->evict, PyTuple_New(0)) < 0) goto done;
     result = Py_NewRef(forward ? fwd : rev);
 done:
     Py_XDECREF(reversed);
@@ -596,12 +583,16 @@ static int fold(Table *t, PyObject *ts, long long linktype, const uint8_t *frame
         if (slot_add(flow, off_packets_src, 1) < 0 || slot_add(flow, off_bytes_src, p.total) < 0) goto done;
     } else {
         if (slot_add(flow, off_packets_dst, 1) < 0 || slot_add(flow, off_bytes_dst, p.total) < 0) goto done;
-        /* An answer establishes the flow; a TCP RST or an SCTP ABORT is no answer. */
+        /* An answer establishes the flow; a TCP RST or an SCTP ABORT is a refusal. */
         if (SLOT(flow, off_established) != Py_True &&
             !(p.proto == 6 ? p.flags & TCP_RST : p.proto == 132 && p.flags == SCTP_ABORT)) {
             Py_INCREF(Py_True);
             slot_set(flow, off_established, Py_True);
         }
+        /* The responder's first packet: FlowTable._answered. */
+        if (PyLong_CheckExact(SLOT(flow, off_packets_dst)) && PyLong_AsLong(SLOT(flow, off_packets_dst)) == 1 &&
+            call_void(t->answered, PyTuple_Pack(1, entry)) < 0)
+            goto done;
     }
     if (p.proto == 6 && track != Py_None) {
         if (p.flags & (TCP_FIN | TCP_RST) && close_flow(flow, track, p.flags, forward) < 0) goto done;

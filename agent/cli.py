@@ -165,10 +165,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         candidates = load_policy_files(args.with_policies) if args.with_policies else []
     with _user_errors(), _output(args.events) as events_out, \
             (_output(args.flows) if args.flows else contextlib.nullcontext()) as flows_out:
-        pipeline = Pipeline(view=view, config=config, events=EventSink(events_out),
-                            flow_records=FlowRecordSink(flows_out) if flows_out else None,
-                            candidates=candidates)
-        pipeline.metrics = MetricsSink(stats=pipeline.stats(), max_namespaces=config.metrics.max_namespaces)
+        metrics = MetricsSink(max_namespaces=config.metrics.max_namespaces)
+        sinks = [EventSink(events_out, window=config.events.window, max_groups=config.events.max_groups), metrics]
+        if flows_out:
+            sinks.append(FlowRecordSink(flows_out))
+        pipeline = Pipeline(view=view, config=config, sinks=sinks, candidates=candidates)
+        metrics.watch(pipeline.stats())
         settle_heap()
         progress = Progress(sys.stderr, total_bytes=sum(os.path.getsize(p) for p in args.pcaps))
         started = time.perf_counter()
@@ -186,7 +188,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - started
         progress.done()
         if args.metrics:
-            pipeline.metrics.write(args.metrics)
+            metrics.write(args.metrics)
         if failure is not None:  # what was read is judged and written; the error is the one line
             raise failure
         for line in summary_lines(pipeline, elapsed=elapsed):

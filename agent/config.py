@@ -25,14 +25,23 @@ class FlowConfig:
     """Seconds without packets after which a UDP or SCTP flow ends."""
     closed_linger: float = 5.0
     """Seconds a TCP flow is kept after FIN/RST, for the last ACKs."""
-    max_flows: int = 1_000_000
-    """Flows held at once; past it the oldest flow ends early (counted as an eviction)."""
+    max_flows: int = 200_000
+    """Flows held at once (~1 KiB each); past it the oldest flows end early (counted as evictions)."""
+    answer_timeout: float = 2.0
+    """Seconds a connection may wait for its answer (SYN-ACK, reply, refusal) before it is judged unanswered."""
+    active_timeout: float = 60.0
+    """Seconds between the periodic records (`--flows`) of a flow that is still open, as IPFIX's active timeout."""
+    max_stream_bytes: int = 64 << 20
+    """First bytes held, over all connections still being classified; past it a connection is classified
+    with what it has (counted in flowwarden_cap_hits_total{cap="stream_bytes"})."""
 
 
 @dataclass
 class EventConfig:
     window: float = 60.0
-    """Seconds over which repeated violations of one group become one event (live agent)."""
+    """Seconds over which repeats of an event group (after its first line) are summed into one follow-up line."""
+    max_groups: int = 20_000
+    """Event groups held at once (~2 KiB each); past it the oldest group's follow-up is written early."""
 
 
 @dataclass

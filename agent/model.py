@@ -19,7 +19,14 @@ UNKNOWN = "unknown"
 POLICY_VIOLATION = "policy-violation"
 PLAINTEXT = "plaintext"
 TLS_VERSION = "tls-version"
-POLICY_CHANGE = "policy-change"
+POLICY_CHANGE = "policy-change"  # what candidate policies would change: reported, never a violation
+
+# The points of a connection's life where judges speak (Judge.stage) and sinks are told (Judged.stage).
+START = "start"  # first packet: what the 5-tuple alone decides
+ANSWER = "answer"  # answered (reply, RST/ABORT refusal) or unanswered after flows.answer_timeout
+CLASSIFIED = "classified"  # application protocol known (TLS at the ServerHello, or with no answer)
+ACTIVE = "active"  # still open after flows.active_timeout: its counters so far, for flow records
+END = "end"  # idle, closed, evicted or end of run: counters only, never a new verdict
 
 # Severities.
 CRITICAL = "critical"
@@ -199,6 +206,12 @@ class Flow:
     orig_dst: tuple[str, int] | None = None  # ClusterIP:port the client dialled, when conntrack saw DNAT
     accounting: str = CAPTURE  # CONNTRACK once the kernel's complete counters replaced the captured ones
     client_hello: object | None = None
+    # What the pipeline decided so far (set once each, in the order of the connection's life).
+    ends: tuple["Endpoint", "Endpoint"] | None = None  # src, dst attributed at first_seen
+    verdict: str | None = None  # set at the ANSWER stage
+    classified: bool = False  # the CLASSIFIED stage ran
+    findings: tuple[str, ...] = ()  # kinds of the violations found, for the flow record
+    reported: float = 0.0  # when the last periodic flow record was written (flows.active_timeout)
 
     def tls_fields(self) -> dict | None:
         """`tls` as events and flow records carry it: the fingerprints filled in on first use."""
@@ -234,6 +247,51 @@ class Finding:
     reasons: tuple[str, ...] = ()
     requirement: str | None = None  # which annotation or rule was broken
     detail: Mapping | None = None  # kind-specific extra fields (e.g. before/after)
+
+
+def is_violation(finding: Finding) -> bool:
+    """Violations are counted and alerted on; a what-if `policy-change` is only reported."""
+    return finding.kind != POLICY_CHANGE
+
+
+def verdict_of(findings: Sequence[Finding], *, synced: bool) -> str:
+    """A flow's verdict: deny when a NetworkPolicy denies it; unknown before the inventory's first sync."""
+    if any(f.kind == POLICY_VIOLATION for f in findings):
+        return DENY
+    return ALLOW if synced else UNKNOWN
+
+
+@dataclass(slots=True)
+class Judged:
+    """What one stage of a flow's life decided: what sinks receive (`Sink.emit`)."""
+    stage: str  # START, ANSWER, CLASSIFIED, ACTIVE or END
+    flow: Flow
+    src: Endpoint
+    dst: Endpoint
+    findings: Sequence[Finding] = ()
+
+
+class Judge(Protocol):
+    """flows + endpoints -> findings, at the one stage of a connection's life where its verdict is known."""
+    name: str
+    stage: str  # START, ANSWER or CLASSIFIED
+
+    def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]: ...
+
+    def on_change(self, kind: str, old: object, new: object) -> None:
+        """A cluster object changed (old/new None on add/delete): drop what was cached about it."""
+
+
+class Sink(Protocol):
+    """The only code that writes out. The pipeline calls `flush` on its tick (<= 1 s live)."""
+
+    def emit(self, judged: Judged) -> None: ...
+
+    def flush(self, now: float) -> None:
+        """Write what is due at `now` (capture time in a replay, wall clock live)."""
+
+    def close(self) -> None:
+        """Write everything still held (end of replay, SIGTERM)."""
 
 
 class ClusterView(Protocol):

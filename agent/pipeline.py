@@ -1,9 +1,16 @@
 """Wiring: capture -> decode -> flows -> inventory -> judges -> sinks.
 
 The only module that knows the stage order. `replay` and the live agent build a
-`Pipeline` and feed it batches of frames; everything after the entry is one
-code path. A failing step (enrichment, a judge, a sink) is logged once, counted,
-and the loop goes on; a bad packet never reaches here (the flow table counts it).
+`Pipeline` and feed it batches of frames; `evaluate` hands it flows. Everything
+after the entry is one code path.
+
+A connection is judged at the earliest point of its life where each verdict is
+known (STYLE §5): the flow table reports its answer (or its silence after
+`flows.answer_timeout`), its classification and its end; at each, the judges
+registered for that stage speak once and the sinks receive a `Judged`. The end
+adds counters, it never judges again. A failing step (enrichment, a judge, a
+sink) is logged once, counted, and the loop goes on; a bad packet never
+reaches here (the flow table counts it).
 """
 from __future__ import annotations
 
@@ -16,19 +23,19 @@ from agent.config import Config
 from agent.decode.hotpath import PcapRecords
 from agent.flows.table import FlowTable
 from agent.judges import build_judges
-from agent.judges.netpol import NetpolEngine, NetpolJudge, policy_change
 from agent.judges.tls import tls_record
+from agent.sinks.metrics import PipelineStats
 from agent.model import (
-    ALLOW, DENY, JUDGED_PROTOCOLS, POLICY_VIOLATION, UNKNOWN, ClusterView, Endpoint, Finding, Flow,
-    NetworkPolicy,
+    ACTIVE, ANSWER, CLASSIFIED, END, POLICY_CHANGE, START, TCP, UNKNOWN, ClusterView, Endpoint, Finding, Flow,
+    Judge, Judged, NetworkPolicy, Sink, is_violation, verdict_of,
 )
-from agent.sinks.events import EventSink, FlowRecordSink
-from agent.sinks.metrics import MetricsSink, PipelineStats
 
 log = logging.getLogger("flowwarden.pipeline")
 
 
 GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (CPython's default: 700)
+FLUSH_EVERY = 1.0  # seconds (of capture time in a replay) between sink flushes: events out within 1 s
+SHEDDING_HOLD = 10.0  # seconds flowwarden_load_shedding stays 1 after a cap last bit
 
 
 def settle_heap() -> None:
@@ -55,126 +62,183 @@ class Totals:
     what_if: dict[str, int] = field(default_factory=dict)  # "allow->deny" -> flows
 
 
-class WhatIf:
-    """Judges each flow again with candidate policies on top; reports verdict changes."""
-
-    def __init__(self, view: ClusterView, candidates: Sequence[NetworkPolicy], before: NetpolEngine):
-        self.view, self.before = view, before
-        self.after = NetpolEngine(view, extra_policies=candidates)
-
-    def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> Finding | None:
-        if not self.view.synced or flow.protocol not in JUDGED_PROTOCOLS:
-            return None
-        return policy_change(self.before.decide_flow(src, dst, flow.dst_port, flow.protocol),
-                             self.after.decide_flow(src, dst, flow.dst_port, flow.protocol))
-
-
 class Pipeline:
-    def __init__(self, *, view: ClusterView, config: Config, events: EventSink | None = None,
-                 flow_records: FlowRecordSink | None = None, metrics: MetricsSink | None = None,
-                 candidates: Sequence[NetworkPolicy] = ()):
+    def __init__(self, *, view: ClusterView, config: Config, sinks: Sequence[Sink] = (),
+                 candidates: Sequence[NetworkPolicy] = (), judges: Sequence[Judge] | None = None):
         self.view, self.config = view, config
-        self.events, self.flow_records, self.metrics = events, flow_records, metrics
-        self.judges = build_judges(config, view)
-        self.what_if = None
-        if candidates:
-            netpol = next((j for j in self.judges if isinstance(j, NetpolJudge)), None)
-            self.what_if = WhatIf(view, candidates, netpol.engine if netpol else NetpolEngine(view))
-        self.table = FlowTable(on_end=self.judge_flow, settings=config.flows)
+        self.sinks = list(sinks)
+        self.table = FlowTable(on_end=self.end, on_answer=self.answer, on_classified=self.classified,
+                               on_active=self.active, settings=config.flows)
+        self.judges = build_judges(config, view, candidates=candidates) if judges is None else judges
+        self.what_if = bool(candidates)
         self.dropped: dict[tuple[str, str], int] = {}
+        self.judge_errors: dict[str, int] = {}
         self.totals = Totals()
         self._failed_steps: set[tuple[str, str]] = set()
+        self._next_flush = float("-inf")
+
+    @property
+    def judges(self) -> list[Judge]:
+        return self._judges
+
+    @judges.setter
+    def judges(self, judges: Sequence[Judge]) -> None:
+        """Set (or, on reload, replace) the judges; each speaks at its stage (CLASSIFIED when it declares none)."""
+        self._judges = list(judges)
+        self._by_stage = {stage: [j for j in self._judges if getattr(j, "stage", CLASSIFIED) == stage]
+                          for stage in (START, ANSWER, CLASSIFIED)}
+        self.table.on_start = self.start if self._by_stage[START] else None
 
     def stats(self) -> PipelineStats:
+        """What metrics read at scrape time (from the HTTP thread: copy dicts first, one C call each)."""
         t = self.table
-        # Read from the HTTP thread while the pipeline thread adds keys: copy first (one C call).
         return PipelineStats(
             packets=lambda: t.packets, skipped=lambda: dict(t.skipped), flows_active=lambda: len(t),
-            evicted=lambda: t.evicted,
+            evicted=lambda: t.evicted, judge_errors=lambda: dict(self.judge_errors),
+            cap_hits=self._cap_hits, shedding=lambda: t.now - self._last_shed() < SHEDDING_HOLD,
             dropped=lambda: {**{("decode", r): n for r, n in dict(t.dropped).items()}, **dict(self.dropped)})
 
-    def feed(self, frames: list | PcapRecords) -> None:
-        self.table.ingest(frames)
+    def _cap_hits(self) -> dict[str, int]:
+        """How often each cap bit: the flow table's and the sinks' (`cap_hits` where they have caps)."""
+        hits = dict(self.table.cap_hits)
+        for sink in self.sinks:
+            for cap, n in dict(getattr(sink, "cap_hits", {})).items():
+                hits[cap] = hits.get(cap, 0) + n
+        return hits
+
+    def _last_shed(self) -> float:
+        return max([self.table.last_shed, *(getattr(s, "last_shed", float("-inf")) for s in self.sinks)])
 
     def count_drop(self, stage: str, reason: str, n: int = 1) -> None:
         self.dropped[(stage, reason)] = self.dropped.get((stage, reason), 0) + n
 
-    def judge_flow(self, flow: Flow, classification) -> None:
-        """Called once per flow when it ends: enrich, judge, hand to the sinks.
+    # --- entries -------------------------------------------------------------------
+    def feed(self, frames: list | PcapRecords) -> None:
+        """Fold a batch of frames; sinks are flushed once a second of capture time."""
+        self.table.ingest(frames)
+        if self.table.now >= self._next_flush:
+            self.flush(self.table.now)
 
-        Nothing here may stop the agent: a failing step is logged once per step, counted
-        in `flowwarden_packets_dropped_total{stage}` (judges: `flowwarden_judge_errors_total`),
-        and the flow goes on to the next step without it.
-        """
-        try:
-            if classification is not None and (classification.tls or not flow.mid_stream):
-                # A flow whose start was missed may still show a handshake; never a plaintext verdict.
-                flow.app = classification.app
-                flow.tls = tls_record(classification)
-                flow.client_hello = classification.client_hello
-            elif flow.protocol == "TCP":
-                flow.app = UNKNOWN
-            src = self.view.endpoint(flow.src_ip, flow.first_seen)
-            dst = self.view.endpoint(flow.dst_ip, flow.first_seen)
-        except Exception:
-            self._failed("enrich", "flow")
-            return
-        findings: list[Finding] = []
-        for judge in self.judges:
+    def tick(self, now: float) -> None:
+        """The live agent's clock (every second, packets or not): deadlines, sweeps, sink flushes."""
+        self.table.tick(now)
+        self.flush(now)
+
+    def flush(self, now: float) -> None:
+        self._next_flush = now + FLUSH_EVERY
+        for sink in self.sinks:
             try:
-                findings.extend(judge.judge(flow, src, dst))
+                sink.flush(now)
             except Exception:
-                self._failed("judge", judge.name)
-        verdict = (DENY if findings and any(f.kind == POLICY_VIOLATION for f in findings)
-                   else ALLOW if self.view.synced else UNKNOWN)
+                self._failed("sink", _name(sink))
+
+    def finish(self) -> None:
+        """End every flow and close every sink (end of replay, SIGTERM)."""
+        self.table.flush()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                self._failed("sink", _name(sink))
+
+    # --- the stages of a connection's life (the flow table's callbacks) -------------
+    def start(self, flow: Flow) -> None:
+        ends = self._ends(flow)
+        if ends is not None:
+            self._emit(START, flow, ends, self._judge(START, flow, ends))
+
+    def answer(self, flow: Flow) -> None:
+        """Answered, refused, or unanswered after answer_timeout: the NetworkPolicy verdict, once."""
+        if flow.verdict is not None:
+            return
+        ends = self._ends(flow)
+        if ends is None:
+            flow.verdict = UNKNOWN
+            return
+        findings = self._judge(ANSWER, flow, ends)
+        flow.verdict = verdict_of(findings, synced=self.view.synced)
+        self._emit(ANSWER, flow, ends, findings)
+
+    def classified(self, flow: Flow, classification) -> None:
+        """The first bytes are decided (`decode.app.Classification`, None when there were none)."""
+        if flow.classified:
+            return
+        flow.classified = True
+        if classification is not None and (classification.tls or not flow.mid_stream):
+            # A flow whose start was missed may still show a handshake; never a plaintext verdict.
+            flow.app = classification.app
+            flow.tls = tls_record(classification)
+            flow.client_hello = classification.client_hello
+        elif flow.protocol == TCP:
+            flow.app = UNKNOWN
+        ends = self._ends(flow)
+        if ends is not None:
+            self._emit(CLASSIFIED, flow, ends, self._judge(CLASSIFIED, flow, ends))
+
+    def active(self, flow: Flow) -> None:
+        """A flow still open after flows.active_timeout: sinks may report its counters so far."""
+        if flow.ends:
+            self._emit(ACTIVE, flow, flow.ends, ())
+
+    def end(self, flow: Flow, classification) -> None:
+        """The flow ended: the stages it never reached run now; then counters, once."""
+        self.answer(flow)
+        self.classified(flow, classification)
+        if not flow.ends:
+            return
         t = self.totals
         t.flows += 1
-        t.verdicts[verdict] = t.verdicts.get(verdict, 0) + 1
-        for f in findings:
-            t.findings[f.kind] = t.findings.get(f.kind, 0) + 1
-        events = findings
-        if self.what_if is not None:
-            change = self._what_if(flow, src, dst)
-            if change is not None:
-                events = [*findings, change]
-        if self.events is not None:
-            try:
-                for f in events:
-                    self.events.emit(f, flow, src, dst)
-            except Exception:
-                self._failed("sink", "events")
-        for name, sink in (("metrics", self.metrics), ("flows", self.flow_records)):
-            if sink is not None:
-                try:
-                    sink.emit(flow, src, dst, verdict=verdict, findings=findings)
-                except Exception:
-                    self._failed("sink", name)
+        t.verdicts[flow.verdict] = t.verdicts.get(flow.verdict, 0) + 1
+        self._emit(END, flow, flow.ends, ())
 
-    def _what_if(self, flow: Flow, src: Endpoint, dst: Endpoint) -> Finding | None:
-        """The `policy-change` finding the candidate policies would make, counted for the summary."""
-        try:
-            change = self.what_if.judge(flow, src, dst)
-        except Exception:
-            self._failed("judge", "what-if")
-            return None
-        if change is not None:
-            key = f"{change.detail['before']}->{change.detail['after']}"
-            self.totals.what_if[key] = self.totals.what_if.get(key, 0) + 1
-        return change
+    # --- steps --------------------------------------------------------------------------
+    def _ends(self, flow: Flow) -> tuple[Endpoint, Endpoint] | None:
+        """Both ends attributed at the flow's start, once; None when enrichment failed (counted)."""
+        if flow.ends is None:
+            try:
+                flow.ends = (self.view.endpoint(flow.src_ip, flow.first_seen),
+                             self.view.endpoint(flow.dst_ip, flow.first_seen))
+            except Exception:
+                flow.ends = ()
+                self._failed("enrich", "flow")
+        return flow.ends or None
+
+    def _judge(self, stage: str, flow: Flow, ends: tuple[Endpoint, Endpoint]) -> list[Finding]:
+        findings: list[Finding] = []
+        for judge in self._by_stage[stage]:
+            try:
+                findings.extend(judge.judge(flow, *ends))
+            except Exception:
+                self._failed("judge", judge.name)
+        if findings:
+            t = self.totals
+            for f in findings:
+                if f.kind == POLICY_CHANGE:
+                    key = f"{f.detail['before']}->{f.detail['after']}"
+                    t.what_if[key] = t.what_if.get(key, 0) + 1
+                else:
+                    t.findings[f.kind] = t.findings.get(f.kind, 0) + 1
+            flow.findings += tuple(f.kind for f in findings if is_violation(f))
+        return findings
+
+    def _emit(self, stage: str, flow: Flow, ends: tuple[Endpoint, Endpoint], findings: Sequence[Finding]) -> None:
+        judged = Judged(stage, flow, ends[0], ends[1], findings)
+        for sink in self.sinks:
+            try:
+                sink.emit(judged)
+            except Exception:
+                self._failed("sink", _name(sink))
 
     def _failed(self, stage: str, name: str) -> None:
         """Log the first failure of each step with its traceback; count every one."""
         if (stage, name) not in self._failed_steps:
             self._failed_steps.add((stage, name))
             log.exception("%s %s failed; its later failures are only counted", stage, name)
-        if stage == "judge" and self.metrics is not None:
-            self.metrics.judge_errors.labels(name).inc()
+        if stage == "judge":
+            self.judge_errors[name] = self.judge_errors.get(name, 0) + 1
         else:
             self.count_drop(stage, f"{name}-error")
 
-    def finish(self) -> None:
-        """End every flow and flush every sink (end of replay, SIGTERM)."""
-        self.table.flush()
-        for sink in (self.events, self.flow_records):
-            if sink is not None:
-                sink.close()
+
+def _name(sink: Sink) -> str:
+    return getattr(sink, "name", type(sink).__name__)

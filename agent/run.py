@@ -30,6 +30,7 @@ from agent.flows.merge import ConntrackMerge
 from agent.inventory.snapshot import load_cluster
 from agent.inventory.store import Store
 from agent.judges import build_judges
+from agent.model import CLASSIFIED
 from agent.pipeline import Pipeline, settle_heap
 from agent.sinks.events import EventSink, FlowRecordSink
 from agent.sinks.exposition import AgentMetrics, serve
@@ -78,7 +79,7 @@ class TimedJudge:
     """A judge whose calls are timed (`flowwarden_judge_duration_seconds{judge}`)."""
 
     def __init__(self, judge: Any, observe: Callable[[float], None]):
-        self.inner, self.name = judge, judge.name
+        self.inner, self.name, self.stage = judge, judge.name, getattr(judge, "stage", CLASSIFIED)
         self._observe = observe
 
     def judge(self, flow, src, dst):
@@ -121,11 +122,12 @@ class Agent:
         self.registry = self.exposition.registry
         self._events_file = open(options.events, "ab") if options.events else None
         self._flows_file = open(options.flows, "ab") if options.flows else None
-        self.events = EventSink(self._events_file or sys.stdout.buffer, window=self.config.events.window)
-        self.pipeline = Pipeline(view=self.store, config=self.config, events=self.events,
-                                 flow_records=FlowRecordSink(self._flows_file) if self._flows_file else None)
-        self.pipeline.metrics = MetricsSink(self.registry, self.pipeline.stats(),
-                                            max_namespaces=self.config.metrics.max_namespaces)
+        self.events = EventSink(self._events_file or sys.stdout.buffer, window=self.config.events.window,
+                                max_groups=self.config.events.max_groups)
+        self.metrics = MetricsSink(self.registry, max_namespaces=self.config.metrics.max_namespaces)
+        sinks = [self.events, self.metrics] + ([FlowRecordSink(self._flows_file)] if self._flows_file else [])
+        self.pipeline = Pipeline(view=self.store, config=self.config, sinks=sinks)
+        self.metrics.watch(self.pipeline.stats())
         self.pipeline.judges = self._timed(self.pipeline.judges)
         self.store.subscribe(self._on_change)
         c = self.config.capture
@@ -170,9 +172,10 @@ class Agent:
             log.info("conntrack events unavailable (%s); packet capture alone accounts for connections", e)
             return None, None
         table = self.pipeline.table
-        merge = ConntrackMerge(table, self.pipeline.judge_flow, wait=self.config.capture.conntrack_wait,
-                               max_entries=self.config.flows.max_flows, clock=time.time)
-        table.on_end = merge.on_end
+        merge = ConntrackMerge(table, self.pipeline.end, answer=self.pipeline.answer,
+                               wait=self.config.capture.conntrack_wait, max_entries=self.config.flows.max_flows,
+                               clock=time.time)
+        table.on_end, table.on_answer = merge.on_end, merge.on_answer
         return reader, merge
 
     def _apply_grace(self, config: Config) -> None:
@@ -215,7 +218,7 @@ class Agent:
         for judge in self.pipeline.judges:  # the current judges, also after a reload
             judge.on_change(kind, old, new)
         if kind == "Namespace" and new is None:  # its metric series go with it
-            self.pipeline.metrics.forget_namespace(old.name)
+            self.metrics.forget_namespace(old.name)
 
     # --- running -------------------------------------------------------------------------
     def run(self) -> int:
@@ -281,14 +284,9 @@ class Agent:
         if not self._heap_settled and self.store.synced:  # the inventory is loaded: see settle_heap
             settle_heap()
             self._heap_settled = True
-        if self.pipeline.table.sweep_due(now):  # a sweep scans the whole table: not every tick
-            self.pipeline.table.sweep(now)
         if self.merge is not None:
             self.merge.sweep(now)
-        if self.events.due(now):
-            self.events.flush()
-        if self.pipeline.flow_records is not None:
-            self.pipeline.flow_records.flush()
+        self.pipeline.tick(now)  # deadlines, the flow table's sweep when due, sinks
         dropped = self.capture.queue_dropped
         if dropped > self._queue_drops_seen:
             self.pipeline.count_drop("queue", "full", dropped - self._queue_drops_seen)
@@ -315,8 +313,8 @@ class Agent:
         self.config = self.pipeline.config = config
         self.pipeline.judges = judges
         self.pipeline.table.settings = config.flows
-        self.events.window = config.events.window
-        self.pipeline.metrics.max_namespaces = config.metrics.max_namespaces
+        self.events.window, self.events.max_groups = config.events.window, config.events.max_groups
+        self.metrics.max_namespaces = config.metrics.max_namespaces
         self.capture.budget.udp = config.capture.udp_packets_per_flow
         self.capture.budget.tcp = config.capture.tcp_segments_per_flow
         self._apply_grace(config)

@@ -3,7 +3,8 @@
 The live agent has two views of a connection: the packet flow (capture: first
 bytes for TLS, handshakes) and the kernel's conntrack entry (every connection,
 complete counters, the NAT translation). `ConntrackMerge` sits between the flow
-table and the judges (`table.on_end = merge.on_end`) and applies three rules:
+table and the pipeline (`table.on_answer = merge.on_answer`, `table.on_end =
+merge.on_end`) and applies three rules:
 
 1. A packet flow whose 5-tuple matches an entry's original tuple (captured
    before DNAT, client -> ClusterIP) or its translated one (captured after
@@ -17,6 +18,11 @@ table and the judges (`table.on_end = merge.on_end`) and applies three rules:
    its own, `mid_stream` (no payload seen: the TLS judge leaves it alone).
 3. A packet flow without an entry (conntrack unavailable, event lost) is
    judged as it is.
+
+The verdict is made at the flow's answer: a flow whose connection conntrack
+already reported (its NEW event) is translated to the backend then, and a
+second packet flow of the same connection is not judged again. At the end, the
+complete counters replace the captured ones before the flow record is written.
 
 Everything runs on the pipeline thread; no locks.
 """
@@ -49,13 +55,14 @@ def table_key(protocol: int, src: str, dst: str, sport: int, dport: int) -> byte
 
 class Entry:
     """One tracked connection: its events and what became of its packet flows."""
-    __slots__ = ("new", "destroy", "parked", "judged", "keys")
+    __slots__ = ("new", "destroy", "parked", "judged", "answered", "keys")
 
     def __init__(self, event: ConntrackEvent):
         self.new = event if event.kind == CT_NEW else None
         self.destroy: ConntrackEvent | None = None
         self.parked: tuple[Flow, object] | None = None  # (flow, classification) waiting for DESTROY
         self.judged = False
+        self.answered: Flow | None = None  # the packet flow whose answer was judged
         self.keys = event_keys(event)
 
     @property
@@ -106,9 +113,10 @@ class ConntrackMerge:
     """Merges conntrack events into the flow table's ends; see the module docstring."""
 
     def __init__(self, table: FlowTable, judge: Callable[[Flow, object], None], *,
+                 answer: Callable[[Flow], None] | None = None,
                  wait: float = 130.0, max_entries: int = 1_000_000, max_parked: int = 100_000,
                  clock: Callable[[], float] | None = None):
-        self.table, self.judge = table, judge
+        self.table, self.judge, self.answer = table, judge, answer
         self.wait, self.max_entries, self.max_parked = wait, max_entries, max_parked
         self.clock = clock
         self.entries: dict[Key, Entry] = {}  # both keys of every live connection
@@ -167,14 +175,29 @@ class ConntrackMerge:
         self._forget(entry)
 
     # --- packet flows ---------------------------------------------------------------
+    def _entry(self, flow: Flow) -> Entry | None:
+        return (self.entries.get((flow.protocol, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port))
+                or self.entries.get((flow.protocol, flow.dst_ip, flow.dst_port, flow.src_ip, flow.src_port)))
+
+    def on_answer(self, flow: Flow) -> None:
+        """The flow table's `on_answer`: judge the connection as conntrack sees it, once per connection."""
+        if self.answer is None or flow.verdict is not None:
+            return
+        entry = self._entry(flow)
+        if entry is not None:
+            if entry.answered is not None and entry.answered is not flow:
+                return  # the same connection captured again (before/after DNAT): judged once
+            translate(flow, entry.event)
+            entry.answered = flow
+        self.answer(flow)
+
     def on_end(self, flow: Flow, classification) -> None:
         """The flow table's `on_end`: judge now, drop as a duplicate, or park until DESTROY."""
-        entry = (self.entries.get((flow.protocol, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port))
-                 or self.entries.get((flow.protocol, flow.dst_ip, flow.dst_port, flow.src_ip, flow.src_port)))
+        entry = self._entry(flow)
         if entry is None:
             self.judge(flow, classification)
             return
-        if entry.judged or entry.parked is not None:
+        if entry.judged or entry.parked is not None or entry.answered not in (None, flow):
             self.duplicates += 1
             if entry.parked is not None and entry.parked[1] is None and classification is not None:
                 translate(flow, entry.event)  # this copy saw the first bytes; the other did not

@@ -3,16 +3,26 @@
 Every frame of a batch is decoded and folded into its flow here, in one loop:
 this is the per-packet path, so it touches only tuples, dict entries and slots
 attributes. `agent/_hotpath.c` runs the same loop compiled when it is built and
-calls back here to classify and end flows. Each flow is stored under both
-directions' keys, so one dict lookup finds it and tells the direction. A flow
-ends on idle timeout, a short linger after FIN/RST, a new SYN on a closed key,
-table pressure (oldest first), or the end of the run; `on_end(flow,
-classification)` then receives it, once.
+calls back here through `FoldHooks`. Each flow is stored under both directions'
+keys, so one dict lookup finds it and tells the direction.
+
+A flow tells its owner about each point of its life as soon as it happens:
+`on_start(flow)` at its first packet, `on_answer(flow)` at the first packet of
+the responder (a reply, or a refusal: RST, SCTP ABORT) or, unanswered, once
+`flows.answer_timeout` has passed, `on_classified(flow, classification)` once
+its first bytes are decided (or `answer_timeout` after they began, whatever
+they are then), `on_active(flow)` every `flows.active_timeout` while it lasts,
+and `on_end(flow, classification)` once: idle timeout, a short linger after
+FIN/RST, a new SYN on a closed key, table pressure (oldest first), or the end
+of the run. An owner must accept a second `on_answer` (a late answer after the
+timeout) and an `on_end` whose earlier points never came (a flow ended first).
 """
 from __future__ import annotations
 
 import socket
-from typing import Callable
+from collections import deque
+from itertools import islice
+from typing import Callable, NamedTuple
 
 from agent.config import FlowConfig
 from agent.decode.app import Classification, classify, classify_answer
@@ -31,12 +41,28 @@ CLASSIFY_BYTES = 16384  # first bytes of each direction kept until the connectio
 
 class Track:
     """Per-flow state that only matters until the flow is classified or closed."""
-    __slots__ = ("client", "server", "result", "fins", "hello")
+    __slots__ = ("client", "server", "result", "fins", "hello", "due", "held")
 
     def __init__(self, client: StreamStart | None, server: StreamStart | None):
         self.client, self.server, self.result = client, server, None
         self.fins = 0  # bit 1: the initiator sent a FIN, bit 2: the responder did
         self.hello: Classification | None = None  # TLS with its ClientHello parsed: awaiting the answer
+        self.due = 0.0  # when the first bytes must be decided (answer_timeout after they began)
+        self.held = 0  # payload bytes buffered, counted in FlowTable.stream_bytes
+
+
+class FoldHooks(NamedTuple):
+    """What the compiled fold (agent/_hotpath.c) calls back, in packet order: the table's seam."""
+    started: Callable  # (entry) after a new flow is stored
+    answered: Callable  # (entry) at the responder's first packet
+    payload: Callable  # (entry, forward, seq, payload) for a flow not yet classified
+    server_start: Callable  # (track, isn) at the SYN-ACK
+    end: Callable  # (entry) when a new SYN reuses a closed flow's 5-tuple
+    ip_text: Callable  # (raw address) -> text, for addresses not in the table's cache
+
+
+def _ignore(*_args) -> None:
+    pass
 
 
 def _port_rank(port: int) -> int:
@@ -56,17 +82,27 @@ if HOTPATH is not None:
 
 class FlowTable:
     def __init__(self, *, on_end: Callable[[Flow, object], None], settings: FlowConfig | None = None,
-                 compiled: bool = HOTPATH is not None):
+                 on_start: Callable[[Flow], None] | None = None, on_answer: Callable[[Flow], None] | None = None,
+                 on_classified: Callable[[Flow, Classification], None] | None = None,
+                 on_active: Callable[[Flow], None] | None = None, compiled: bool = HOTPATH is not None):
         self.on_end = on_end
+        self.on_start, self.on_answer = on_start, on_answer or _ignore
+        self.on_classified, self.on_active = on_classified or _ignore, on_active
         self.compiled = compiled and HOTPATH is not None  # fold with agent/_hotpath.c (same results)
         self.settings = settings or FlowConfig()  # read at each use: a reload may replace it
         self.flows: dict[bytes, tuple] = {}  # key -> (flow, forward, track, other key)
+        self.hooks = FoldHooks(self._started, self._answered, self._payload, self._server_start, self._end,
+                               self._ip)
         self.packets = 0
         self.dropped: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
         self.flows_started = 0
         self.evicted = 0
+        self.cap_hits: dict[str, int] = {}  # cap name -> times it bit ("flows", "stream_bytes")
+        self.last_shed = float("-inf")  # when a cap last bit
+        self.stream_bytes = 0  # first bytes buffered over all flows being classified
         self.now = 0.0
+        self._deadlines: deque[tuple[float, tuple]] = deque()  # (when, entry): answer and classification
         self._next_sweep = 0.0
         self._since_sweep = 0
         self._ip_cache: dict[bytes, str] = {}
@@ -92,10 +128,18 @@ class FlowTable:
         self.packets += count
         self._since_sweep += count
         self.now = last_ts
+        self._expire(last_ts)
         # Sweep at most once a second of capture time, and only after as many packets
         # as an eighth of the table, so a sweep costs O(1) per packet.
         if self.now >= self._next_sweep and self._since_sweep >= len(self.flows) // 8:
             self.sweep(self.now)
+
+    def tick(self, now: float) -> None:
+        """Time passed, packets or not (the live agent's clock): deadlines, then the sweep when due."""
+        self.now = max(self.now, now)
+        self._expire(now)
+        if now >= self._next_sweep:
+            self.sweep(now)
 
     def _fold(self, frames: list) -> float:
         """The per-packet loop in Python; agent/_hotpath.c's `fold` is its compiled twin."""
@@ -123,10 +167,12 @@ class FlowTable:
             else:
                 flow.packets_dst += 1
                 flow.bytes_dst += size
-                # An answer establishes the flow; a TCP RST or an SCTP ABORT is no answer.
+                # An answer establishes the flow; a TCP RST or an SCTP ABORT is a refusal.
                 if not flow.established and not (flags & TCP_RST if proto == 6 else
                                                  proto == 132 and flags == SCTP_ABORT):
                     flow.established = True
+                if flow.packets_dst == 1:
+                    self._answered(entry)
             if proto == 6:
                 if flags & _FIN_RST:
                     self._close(flow, track, flags, forward)
@@ -166,15 +212,39 @@ class FlowTable:
         entry_fwd, entry_rev = (flow, True, track, rkey), (flow, False, track, key)
         # Reverse first: when both ends are one address and port, key == rkey and the forward entry must win.
         self.flows[rkey], self.flows[key] = entry_rev, entry_fwd
-        self.flows_started += 1
-        if len(self.flows) > 2 * self.settings.max_flows:
-            self._evict_oldest()
-        return entry_fwd if forward else entry_rev
+        entry = entry_fwd if forward else entry_rev
+        self._started(entry)
+        return entry
 
-    def _evict_oldest(self) -> None:
-        """Table pressure: end the oldest flow (dicts keep insertion order)."""
-        self._end(self.flows[next(iter(self.flows))])
-        self.evicted += 1
+    def _started(self, entry: tuple) -> None:
+        """A flow was stored (both paths): count it, arm its answer deadline, keep the table under its cap."""
+        self.flows_started += 1
+        flow = entry[0]
+        self._deadlines.append((flow.first_seen + self.settings.answer_timeout, entry))
+        if self.on_start is not None:
+            self.on_start(flow)
+        if len(self.flows) > 2 * self.settings.max_flows:
+            self._evict()
+
+    def _answered(self, entry: tuple) -> None:
+        """The responder's first packet: established, or refused (RST/ABORT)."""
+        self.on_answer(entry[0])
+
+    def _evict(self) -> None:
+        """Table pressure: end the oldest 1 % of flows at once (dicts keep insertion order).
+
+        In batches because reaching the oldest entry walks the slots deleted before it:
+        one at a time, that walk made every eviction O(table)."""
+        batch = max(1, self.settings.max_flows // 100)
+        oldest = [e for e in islice(self.flows.values(), 2 * batch) if e[1]]
+        for entry in oldest:
+            self._end(entry)
+        self.evicted += len(oldest)
+        self._shed("flows", len(oldest))
+
+    def _shed(self, cap: str, n: int = 1) -> None:
+        self.cap_hits[cap] = self.cap_hits.get(cap, 0) + n
+        self.last_shed = self.now
 
     def _payload(self, entry: tuple, forward: bool, seq: int, payload: bytes) -> None:
         flow, track = entry[0], entry[2]
@@ -184,6 +254,13 @@ class FlowTable:
             if track.server is None:  # the SYN-ACK was not seen: the first segment starts it
                 track.server = StreamStart(None, CLASSIFY_BYTES)
             stream = track.server
+        if not track.due:  # the first bytes: they must be decided within answer_timeout
+            track.due = flow.last_seen + self.settings.answer_timeout
+            self._deadlines.append((track.due, entry))
+        if not stream.full:
+            held = min(len(payload), CLASSIFY_BYTES)
+            track.held += held
+            self.stream_bytes += held
         stream.add(seq, payload)
         waiting = track.hello
         if waiting is not None and forward:
@@ -193,10 +270,39 @@ class FlowTable:
         else:
             result = classify(track.client.data, track.server.data if track.server else b"", dst_port=flow.dst_port)
         if result.complete or stream.full:
-            track.result = result
-            track.client = track.server = None  # free the buffers
+            self._decided(flow, track, result)
+        elif self.stream_bytes > self.settings.max_stream_bytes:
+            self._shed("stream_bytes")
+            self._decided(flow, track, result)
         else:
             track.hello = result if result.client_hello is not None else None
+
+    def _decided(self, flow: Flow, track: Track, result: Classification) -> None:
+        """The first bytes are classified for good: free the buffers, tell the owner."""
+        track.result = result
+        track.client = track.server = track.hello = None
+        self.stream_bytes -= track.held
+        track.held = 0
+        self.on_classified(flow, result)
+
+    @staticmethod
+    def _final(flow: Flow, track: Track) -> Classification:
+        """What the first bytes are, with no more to come (the connection ended or waited too long)."""
+        return classify(track.client.data, track.server.data if track.server else b"", dst_port=flow.dst_port)
+
+    def _expire(self, now: float) -> None:
+        """Deadlines passed: unanswered flows are judged so, undecided first bytes are decided as they are."""
+        deadlines, flows = self._deadlines, self.flows
+        while deadlines and deadlines[0][0] <= now:
+            _, entry = deadlines.popleft()
+            flow, track = entry[0], entry[2]
+            live = flows.get(entry[3])
+            if live is None or live[0] is not flow:  # ended since
+                continue
+            if flow.packets_dst == 0:
+                self.on_answer(flow)
+            if track is not None and track.result is None and 0 < track.due <= now and track.client is not None:
+                self._decided(flow, track, self._final(flow, track))
 
     @staticmethod
     def _server_start(track: Track, isn: int) -> None:
@@ -223,8 +329,9 @@ class FlowTable:
         if track is not None:
             result = track.result
             if result is None and track.client is not None:
-                result = classify(track.client.data, track.server.data if track.server else b"",
-                                  dst_port=flow.dst_port)
+                result = self._final(flow, track)
+                self.stream_bytes -= track.held
+                track.client = track.server = None
         self.on_end(flow, result)
 
     def end(self, key: bytes) -> bool:
@@ -235,18 +342,19 @@ class FlowTable:
         self._end(entry)
         return True
 
-    def sweep_due(self, now: float) -> bool:
-        """Has a second of time passed since the last sweep (for callers sweeping on a clock)?"""
-        return now >= self._next_sweep
-
     def sweep(self, now: float) -> int:
-        """End idle and closed flows; amortised so the sweep costs O(1) per packet."""
+        """End idle and closed flows, report long ones (active timeout); amortised to O(1) per packet."""
         s = self.settings
-        ended = [e for k, e in self.flows.items() if e[1] and (
+        ended = [e for e in self.flows.values() if e[1] and (
             now - e[0].last_seen >= (s.closed_linger if e[0].closed else
                                      s.tcp_timeout if e[0].protocol == "TCP" else s.udp_timeout))]
         for entry in ended:
             self._end(entry)
+        if self.on_active is not None:
+            due = now - s.active_timeout
+            for flow in [e[0] for e in self.flows.values() if e[1] and max(e[0].reported, e[0].first_seen) <= due]:
+                flow.reported = now
+                self.on_active(flow)
         self._next_sweep = now + max(1.0, min(s.closed_linger, s.udp_timeout))
         self._since_sweep = 0
         return len(ended)

@@ -1,29 +1,36 @@
 """Judges: flows + endpoints -> findings. Registered by name; the config enables them.
 
-Every judge has `name` and a pure `judge(flow, src, dst) -> list[Finding]`
-reading the cluster through the narrow `ClusterView`.
+Every judge follows `model.Judge`: a `name`, the `stage` of a connection's life
+where its verdict is known, a pure `judge(flow, src, dst) -> list[Finding]`
+reading the cluster through the narrow `ClusterView`, and `on_change` for the
+inventory's changes.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 from agent.config import Config, ConfigError
-from agent.judges.netpol import NetpolJudge
+from agent.judges.netpol import NetpolJudge, WhatIfJudge
 from agent.judges.tls import TlsJudge, load_tls_rules
-from agent.model import ClusterView
+from agent.model import ClusterView, Judge, NetworkPolicy
 
-JUDGES: dict[str, Callable[[Config, ClusterView], object]] = {
+JUDGES: dict[str, Callable[[Config, ClusterView], Judge]] = {
     "netpol": lambda config, view: NetpolJudge(view),
     "tls": lambda config, view: TlsJudge(view, load_tls_rules({"tls": {"rules": config.tls.rules}}, source=config.source)),
 }
 
 
-def build_judges(config: Config, view: ClusterView) -> list:
-    """The enabled judges, in the configured order; unknown names fail at start-up."""
+def build_judges(config: Config, view: ClusterView, *, candidates: Sequence[NetworkPolicy] = ()) -> list[Judge]:
+    """The enabled judges, in the configured order; unknown names fail at start-up.
+
+    With candidate policies, a `what-if` judge follows, sharing the netpol judge's engine."""
     unknown = [name for name in config.judges if name not in JUDGES]
     if unknown:
         raise ConfigError(f"{config.source}: judges: unknown judge {unknown[0]!r} (known: {', '.join(JUDGES)})")
     judges = [JUDGES[name](config, view) for name in config.judges]
     for judge in judges:
         judge.name = getattr(judge, "name", None) or type(judge).__name__
+    if candidates:
+        netpol = next((j for j in judges if isinstance(j, NetpolJudge)), None)
+        judges.append(WhatIfJudge(view, candidates, before=netpol.engine if netpol else None))
     return judges

@@ -27,7 +27,7 @@ from agent.judges.netpol_explain import (  # noqa: F401  (re-exported API)
     EGRESS_SIDE, INGRESS_SIDE, Decision, SideDecision, combine_backends, deciding_policies,
     describe, side_reason)
 from agent.model import (
-    ALLOW, AMBIGUOUS, CRITICAL, DENY, INFO, JUDGED_PROTOCOLS, NAMESPACE_NAME_LABEL, POD, POLICY_CHANGE,
+    ALLOW, AMBIGUOUS, ANSWER, CRITICAL, DENY, INFO, JUDGED_PROTOCOLS, NAMESPACE_NAME_LABEL, POD, POLICY_CHANGE,
     POLICY_VIOLATION, SERVICE, TERMINAL_PHASES, WARNING, ClusterView, Endpoint, Finding, Flow, NetworkPolicy,
     Pod, backend_port)
 
@@ -278,8 +278,14 @@ def _pod_facts(pod: Pod) -> tuple:
 
 
 class NetpolJudge:
-    """Pipeline judge: a `policy-violation` finding for every denied flow."""
+    """Pipeline judge: a `policy-violation` finding for every denied flow, at its answer.
+
+    Judged at the answer, so that `established` is known: a denied flow that was answered
+    anyway is an enforcement gap (the CNI let it through), reported as the finding's
+    `enforcement_gap` and counted in `flowwarden_enforcement_gaps_total` from that same field.
+    """
     name = "netpol"
+    stage = ANSWER
 
     def __init__(self, view: ClusterView, *, engine: NetpolEngine | None = None,
                  extra_policies: Sequence[NetworkPolicy] = ()):
@@ -297,13 +303,37 @@ class NetpolJudge:
             kind=POLICY_VIOLATION,
             severity=CRITICAL if flow.established else WARNING,
             policies=decision.policies, reasons=decision.reasons,
-            detail={"egress": decision.egress.as_dict(), "ingress": decision.ingress.as_dict()})]
+            detail={"enforcement_gap": flow.established,
+                    "egress": decision.egress.as_dict(), "ingress": decision.ingress.as_dict()})]
 
     def decide_flow(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:
         return self.engine.decide_flow(src, dst, port, protocol)
 
     def on_change(self, kind: str, old, new) -> None:
         self.engine.on_change(kind, old, new)
+
+
+class WhatIfJudge:
+    """`replay --with-policies`: judges each flow again with candidate policies on top, at its answer,
+    and reports the verdicts they would change (`policy-change`)."""
+    name = "what-if"
+    stage = ANSWER
+
+    def __init__(self, view: ClusterView, candidates: Sequence[NetworkPolicy], *, before: NetpolEngine | None = None):
+        self.view = view
+        self.before = before if before is not None else NetpolEngine(view)
+        self.after = NetpolEngine(view, extra_policies=candidates)
+
+    def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
+        if not self.view.synced or flow.protocol not in JUDGED_PROTOCOLS:
+            return []
+        change = policy_change(self.before.decide_flow(src, dst, flow.dst_port, flow.protocol),
+                               self.after.decide_flow(src, dst, flow.dst_port, flow.protocol))
+        return [change] if change is not None else []
+
+    def on_change(self, kind: str, old, new) -> None:
+        self.after.on_change(kind, old, new)
+        self.before.on_change(kind, old, new)
 
 
 def policy_change(before: Decision, after: Decision) -> Finding | None:

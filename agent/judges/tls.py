@@ -18,7 +18,7 @@ from agent.decode.app import Classification
 from agent.decode.tls import VERSION_ORDER, highest_version
 from agent.inventory.selectors import SelectorError, compile_selector
 from agent.model import (
-    CRITICAL, EXTERNAL, NAMESPACE_NAME_LABEL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION, SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION,
+    CLASSIFIED, CRITICAL, EXTERNAL, NAMESPACE_NAME_LABEL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION, SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION,
     TLS_VERSION, WARNING, ClusterView, Endpoint, Finding, Flow, backend_port,
 )
 
@@ -163,9 +163,10 @@ def tls_record(cls: Classification) -> dict | None:
 
 
 class TlsJudge:
-    """Findings `plaintext` and `tls-version` for judged TCP flows."""
+    """Findings `plaintext` and `tls-version` for judged TCP flows, once they are classified."""
 
     name = "tls"
+    stage = CLASSIFIED
 
     def __init__(self, view: ClusterView, rules: list[TlsRule] | tuple = ()) -> None:
         self._view = view

@@ -1,22 +1,31 @@
 """Findings -> JSON Lines events, and flows -> flow records (judges -> **sinks**).
 
-Events are grouped by (kind, src, dst, dst port, protocol): the first occurrence
-is kept, flows/packets/bytes add up, `established` and the severity take the
-worst seen. `replay` writes every group once at the end; the live agent writes
-the groups of each window (`events.window`). The field contract is in
-docs/events.md. No payload byte ever reaches an event.
+An event group is (kind, src, dst, dst port, protocol). Its first occurrence is
+written when it is judged (flushed within a second); repeats within
+`events.window` are summed into one follow-up line (`follow_up: true`) when the
+window ends, and only when there were repeats; a group that keeps repeating
+gets a follow-up each window. Attempts that were never established (unanswered
+or refused) group without their port, and external sources as one class, so a
+port scan or a flood from random addresses is a few lines naming port and
+source counts, not one line per port or source. Groups are capped
+(`events.max_groups`): past it the oldest group's follow-up is written early
+(counted). The field contract is in docs/events.md. No payload byte ever
+reaches an event.
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 import orjson
 
 from agent.flows.community_id import community_id
-from agent.model import CRITICAL, INFO, POD, SERVICE, WARNING, Endpoint, Finding, Flow
+from agent.model import (
+    ACTIVE, CRITICAL, END, EXTERNAL, INFO, POD, POLICY_VIOLATION, SERVICE, WARNING, Endpoint, Finding, Flow,
+    Judged)
 
-SEVERITY_RANK = {INFO: 0, WARNING: 1, CRITICAL: 2}
+SEVERITIES = (INFO, WARNING, CRITICAL)
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE
 
 
@@ -49,109 +58,194 @@ def _who(ep: Endpoint) -> tuple:
     return (ep.kind, ep.ip)
 
 
-class _Group:
-    __slots__ = ("event", "first_seen", "last_seen", "count", "packets", "bytes", "rank")
+def _who_attempting(ep: Endpoint) -> tuple:
+    """The source of an attempt: pods and nodes by name or address, external addresses as one class."""
+    return (EXTERNAL,) if ep.kind == EXTERNAL else _who(ep)
 
-    def __init__(self, event: dict, flow: Flow, rank: int):
-        self.event, self.rank = event, rank
-        self.first_seen, self.last_seen = flow.first_seen, flow.last_seen
-        self.count = self.packets = self.bytes = 0
+
+DEFAULT_MAX_GROUPS = 20_000
+MAX_SOURCES = 4096  # distinct sources counted exactly per attempt group; past it the count is a lower bound
+
+
+class _Group:
+    """One event group: its first line, and what its repeats added since the last line."""
+    __slots__ = ("event", "due", "count", "first_seen", "last_seen", "packets", "bytes", "rank", "established",
+                 "ports", "sources")
+
+    def __init__(self, event: dict, due: float, attempt: bool):
+        self.event, self.due = event, due
+        self.ports = bytearray(8192) if attempt else None  # a bit per destination port
+        self.sources: set[str] | None = set() if attempt else None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.count = self.packets = self.bytes = self.rank = 0
+        self.first_seen = self.last_seen = 0.0
+        self.established = False
+        if self.ports is not None:
+            self.ports[:] = bytes(8192)
+            self.sources.clear()
+
+    def add(self, flow: Flow, rank: int, src: Endpoint) -> None:
+        if not self.count:
+            self.first_seen, self.last_seen = flow.first_seen, flow.last_seen
+        self.count += 1
+        self.first_seen = min(self.first_seen, flow.first_seen)
+        self.last_seen = max(self.last_seen, flow.last_seen)
+        self.packets += flow.packets_src + flow.packets_dst
+        self.bytes += flow.bytes_src + flow.bytes_dst
+        self.rank = max(self.rank, rank)
+        self.established = self.established or flow.established
+        if self.ports is not None:
+            self.ports[flow.dst_port >> 3] |= 1 << (flow.dst_port & 7)
+            if len(self.sources) < MAX_SOURCES:
+                self.sources.add(src.ip)
+
+    def follow_up(self) -> dict:
+        """The line summing the repeats since the last one; then count from zero again."""
+        event = {**self.event, "follow_up": True, "severity": SEVERITIES[self.rank],
+                 "established": self.established, "time": rfc3339(self.first_seen),
+                 "first_seen": rfc3339(self.first_seen), "last_seen": rfc3339(self.last_seen),
+                 "count": self.count, "packets": self.packets, "bytes": self.bytes}
+        if self.ports is not None:
+            event["ports"] = _port_range(self.ports)
+            event["sources"] = {"count": len(self.sources), "complete": len(self.sources) < MAX_SOURCES}
+        self._reset()
+        return event
+
+
+def _port_range(bits: bytearray) -> dict:
+    value = int.from_bytes(bits, "little")
+    return {"count": value.bit_count(), "min": (value & -value).bit_length() - 1, "max": value.bit_length() - 1}
 
 
 class EventSink:
-    """Groups findings and writes them as one JSON object per line."""
+    """Groups findings and writes them as one JSON object per line (see the module docstring)."""
 
-    def __init__(self, out: BinaryIO, *, window: float | None = None):
-        self.out, self.window = out, window
-        self.groups: dict[tuple, _Group] = {}
-        self.window_start: float | None = None
+    name = "events"
+
+    def __init__(self, out: BinaryIO, *, window: float = 60.0, max_groups: int = DEFAULT_MAX_GROUPS):
+        self.out, self.window, self.max_groups = out, window, max_groups
+        self.groups: dict[tuple, _Group] = {}  # in the order their window ends
         self.written = 0
+        self.cap_hits: dict[str, int] = {}
+        self.last_shed = float("-inf")
+        self._pending: list[bytes] = []
 
-    def emit(self, finding: Finding, flow: Flow, src: Endpoint, dst: Endpoint, *, extra: dict | None = None) -> None:
-        key = (finding.kind, _who(src), _who(dst), flow.dst_port, flow.protocol)
+    def emit(self, judged: Judged) -> None:
+        for finding in judged.findings:
+            self._add(finding, judged.flow, judged.src, judged.dst)
+
+    def _add(self, finding: Finding, flow: Flow, src: Endpoint, dst: Endpoint) -> None:
+        attempt = finding.kind == POLICY_VIOLATION and not flow.established
+        key = ((finding.kind, _who_attempting(src), _who(dst), None, flow.protocol) if attempt else
+               (finding.kind, _who(src), _who(dst), flow.dst_port, flow.protocol))
         group = self.groups.get(key)
-        rank = SEVERITY_RANK.get(finding.severity, 0)
-        if group is None:
-            event = {
-                "time": None, "kind": finding.kind, "severity": finding.severity,
-                "protocol": flow.protocol,
-                "src": endpoint_record(src, flow.src_port), "dst": endpoint_record(dst, flow.dst_port),
-                "established": flow.established, "policies": list(finding.policies),
-                "reasons": list(finding.reasons), "requirement": finding.requirement,
-                "app": flow.app, "tls": flow.tls_fields(), "orig_dst": _orig_dst(flow),
-                "community_id": community_id(flow.src_ip, flow.dst_ip, flow.src_port, flow.dst_port,
-                                             flow.protocol),
-            }
-            if finding.detail:
-                event.update(finding.detail)
-            group = self.groups[key] = _Group(event, flow, rank)
-            if self.window_start is None:
-                self.window_start = flow.first_seen
-        elif rank > group.rank:
-            group.rank = rank
-            group.event["severity"] = finding.severity
-        group.event["established"] = group.event["established"] or flow.established
-        group.first_seen = min(group.first_seen, flow.first_seen)
-        group.last_seen = max(group.last_seen, flow.last_seen)
-        group.count += 1
-        group.packets += flow.packets_src + flow.packets_dst
-        group.bytes += flow.bytes_src + flow.bytes_dst
+        if group is not None:
+            group.add(flow, SEVERITY_RANK.get(finding.severity, 0), src)
+            return
+        if len(self.groups) >= self.max_groups:
+            self._close_oldest(flow.last_seen)
+        event = {
+            "time": rfc3339(flow.first_seen), "kind": finding.kind, "severity": finding.severity,
+            "protocol": flow.protocol,
+            "src": endpoint_record(src, flow.src_port), "dst": endpoint_record(dst, flow.dst_port),
+            "established": flow.established, "policies": list(finding.policies),
+            "reasons": list(finding.reasons), "requirement": finding.requirement,
+            "app": flow.app, "tls": flow.tls_fields(), "orig_dst": _orig_dst(flow),
+            "community_id": community_id(flow.src_ip, flow.dst_ip, flow.src_port, flow.dst_port, flow.protocol),
+            **(finding.detail or {}),
+            "follow_up": False,
+            "first_seen": rfc3339(flow.first_seen), "last_seen": rfc3339(flow.last_seen),
+            "count": 1, "packets": flow.packets_src + flow.packets_dst, "bytes": flow.bytes_src + flow.bytes_dst,
+            "ports": {"count": 1, "min": flow.dst_port, "max": flow.dst_port} if attempt else None,
+            "sources": {"count": 1, "complete": True} if attempt else None,
+        }
+        self._write(event)
+        self.groups[key] = _Group(event, flow.last_seen + self.window, attempt)
 
-    def due(self, now: float) -> bool:
-        """Live mode: has the current window closed?"""
-        return self.window is not None and self.window_start is not None and now - self.window_start >= self.window
+    def _write(self, event: dict) -> None:
+        self._pending.append(orjson.dumps(event, option=_DUMPS_OPTS))
+        self.written += 1
+        if len(self._pending) >= 512:  # bounded: each dumps result holds a few KiB until written
+            self._drain()
 
-    def flush(self) -> None:
-        """Write every pending group, oldest first, and start a new window."""
-        groups = sorted(self.groups.values(), key=lambda g: (g.first_seen, g.event["kind"]))
-        self.out.write(b"".join(orjson.dumps(_finish(g), option=_DUMPS_OPTS) for g in groups))
+    def _drain(self) -> None:
+        self.out.write(b"".join(self._pending))
+        self._pending.clear()
+
+    def _close_oldest(self, now: float) -> None:
+        """Cap: the oldest group's window ends now (its follow-up, if any, written early)."""
+        key = next(iter(self.groups))
+        group = self.groups.pop(key)
+        if group.count:
+            self._write(group.follow_up())
+        self.cap_hits["event_groups"] = self.cap_hits.get("event_groups", 0) + 1
+        self.last_shed = now
+
+    def flush(self, now: float) -> None:
+        """Write the first lines pending and the follow-ups of the windows ended by `now`."""
+        due = []
+        for key, group in self.groups.items():
+            if group.due > now:
+                break
+            due.append((key, group))
+        for key, group in due:
+            del self.groups[key]
+            if group.count:  # it repeated: report, and keep counting for another window
+                self._write(group.follow_up())
+                group.due = now + self.window
+                self.groups[key] = group
+        self._drain()
         self.out.flush()
-        self.written += len(groups)
-        self.groups.clear()
-        self.window_start = None
 
     def close(self) -> None:
-        self.flush()
-
-
-def _finish(group: _Group) -> dict:
-    event = group.event
-    event["time"] = rfc3339(group.first_seen)
-    event["first_seen"] = rfc3339(group.first_seen)
-    event["last_seen"] = rfc3339(group.last_seen)
-    event["count"], event["packets"], event["bytes"] = group.count, group.packets, group.bytes
-    return event
+        """Every group's window ends: the follow-ups of those that repeated, oldest first."""
+        for group in self.groups.values():
+            if group.count:
+                self._write(group.follow_up())
+        self.groups.clear()
+        self._drain()
+        self.out.flush()
 
 
 class FlowRecordSink:
-    """`--flows FILE`: every flow as one JSON line when it ends (the cluster's conn.log)."""
+    """`--flows FILE`: every flow as one JSON line when it ends (the cluster's conn.log), and a
+    record with its counters so far every `flows.active_timeout` while it lasts (`final: false`)."""
+
+    name = "flows"
 
     def __init__(self, out: BinaryIO):
         self.out = out
         self._pending: list[bytes] = []
 
-    def emit(self, flow: Flow, src: Endpoint, dst: Endpoint, *, verdict: str,
-             findings: Iterable[Finding] = ()) -> None:
+    def emit(self, judged: Judged) -> None:
+        if judged.stage != END and judged.stage != ACTIVE:
+            return
+        flow = judged.flow
         record = {
             "time": rfc3339(flow.first_seen), "protocol": flow.protocol,
-            "src": endpoint_record(src, flow.src_port), "dst": endpoint_record(dst, flow.dst_port),
+            "src": endpoint_record(judged.src, flow.src_port), "dst": endpoint_record(judged.dst, flow.dst_port),
             "established": flow.established, "mid_stream": flow.mid_stream, "closed": flow.closed,
             "packets_src": flow.packets_src, "bytes_src": flow.bytes_src,
             "packets_dst": flow.packets_dst, "bytes_dst": flow.bytes_dst,
             "first_seen": rfc3339(flow.first_seen), "last_seen": rfc3339(flow.last_seen),
             "community_id": community_id(flow.src_ip, flow.dst_ip, flow.src_port, flow.dst_port, flow.protocol),
-            "verdict": verdict, "app": flow.app, "tls": flow.tls_fields(),
-            "findings": sorted({f.kind for f in findings}),
-            "orig_dst": _orig_dst(flow), "accounting": flow.accounting,
+            "verdict": flow.verdict, "app": flow.app, "tls": flow.tls_fields(),
+            "findings": sorted(set(flow.findings)),
+            "orig_dst": _orig_dst(flow), "accounting": flow.accounting, "final": judged.stage == END,
         }
         self._pending.append(orjson.dumps(record, option=_DUMPS_OPTS))
         if len(self._pending) >= 1024:
-            self.flush()
+            self._drain()
 
-    def flush(self) -> None:
+    def _drain(self) -> None:
         self.out.write(b"".join(self._pending))
-        self.out.flush()
         self._pending.clear()
 
+    def flush(self, now: float) -> None:
+        self._drain()
+        self.out.flush()
+
     def close(self) -> None:
-        self.flush()
+        self.flush(0.0)

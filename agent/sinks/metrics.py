@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, disable_created_metric
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.model import DENY, Endpoint, Finding, Flow
+from agent.model import ANSWER, CLASSIFIED, Endpoint, Judged, is_violation
 
 NO_NAMESPACE = ""  # label value for ends that are not in a namespace (external, node)
 
@@ -27,9 +27,11 @@ class PipelineStats:
 
     def __init__(self, *, packets: Callable[[], int], dropped: Callable[[], Mapping[tuple[str, str], int]],
                  skipped: Callable[[], Mapping[str, int]], flows_active: Callable[[], int],
-                 evicted: Callable[[], int]):
+                 evicted: Callable[[], int], judge_errors: Callable[[], Mapping[str, int]] = dict,
+                 cap_hits: Callable[[], Mapping[str, int]] = dict, shedding: Callable[[], bool] = bool):
         self.packets, self.dropped, self.skipped = packets, dropped, skipped
         self.flows_active, self.evicted = flows_active, evicted
+        self.judge_errors, self.cap_hits, self.shedding = judge_errors, cap_hits, shedding
 
 
 class _StatsCollector(Collector):
@@ -53,6 +55,19 @@ class _StatsCollector(Collector):
         yield GaugeMetricFamily("flowwarden_flows_active", "Flows in the flow table.", value=s.flows_active())
         yield CounterMetricFamily("flowwarden_flow_evictions", "Flows ended early because the table was full.",
                                   value=s.evicted())
+        errors = CounterMetricFamily("flowwarden_judge_errors", "Judge exceptions (logged once each kind).",
+                                     labels=("judge",))
+        for judge, n in sorted(s.judge_errors().items()):
+            errors.add_metric((judge,), n)
+        yield errors
+        caps = CounterMetricFamily("flowwarden_cap_hits", "Times a memory cap bit and load was shed, by cap "
+                                   "(flows: ended early; stream_bytes: classified early; event_groups: "
+                                   "follow-up written early).", labels=("cap",))
+        for cap, n in sorted(s.cap_hits().items()):
+            caps.add_metric((cap,), n)
+        yield caps
+        yield GaugeMetricFamily("flowwarden_load_shedding", "1 while a memory cap bites (within the last 10 s).",
+                                value=int(s.shedding()))
 
 
 OTHER_NAMESPACES = "_other"  # label value for namespaces past `max_namespaces`
@@ -65,7 +80,7 @@ class MetricsSink:
         self.max_namespaces = max_namespaces
         self._namespaces: set[str] = set()
         if stats is not None:
-            registry.register(_StatsCollector(stats))
+            self.watch(stats)
         self.flows = Counter("flowwarden_flows_total", "Flows judged, by verdict.", ("verdict",), registry=registry)
         self.violations = Counter("flowwarden_violations_total", "Flows with a finding, by kind.",
                                   ("kind", "severity", "src_namespace", "dst_namespace"), registry=registry)
@@ -75,18 +90,32 @@ class MetricsSink:
         self.tls = Counter("flowwarden_tls_connections_total", "TLS connections, by version.",
                            ("version", "dst_namespace"), registry=registry)
         self._children: dict[tuple, Counter] = {}
-        self.judge_errors = Counter("flowwarden_judge_errors_total", "Judge exceptions (logged once each kind).",
-                                    ("judge",), registry=registry)
 
-    def emit(self, flow: Flow, src: Endpoint, dst: Endpoint, *, verdict: str, findings: Iterable[Finding]) -> None:
-        self._inc(self.flows, verdict)
-        src_ns, dst_ns = self._ns(src), self._ns(dst)
-        for f in findings:
-            self._inc(self.violations, f.kind, f.severity, src_ns, dst_ns)
-        if verdict == DENY and flow.established:
-            self._inc(self.gaps, src_ns, dst_ns)
-        if flow.tls and flow.tls.get("version"):
-            self._inc(self.tls, flow.tls["version"], dst_ns)
+    name = "metrics"
+
+    def watch(self, stats: PipelineStats) -> None:
+        """Export what the pipeline counts per packet, read at each scrape."""
+        self.registry.register(_StatsCollector(stats))
+
+    def emit(self, judged: Judged) -> None:
+        """Counters move when the verdict is made: flows at their answer, TLS at classification."""
+        flow, stage = judged.flow, judged.stage
+        if stage == ANSWER:
+            self._inc(self.flows, flow.verdict)
+        for f in judged.findings:
+            if is_violation(f):
+                src_ns, dst_ns = self._ns(judged.src), self._ns(judged.dst)
+                self._inc(self.violations, f.kind, f.severity, src_ns, dst_ns)
+                if f.detail and f.detail.get("enforcement_gap"):
+                    self._inc(self.gaps, src_ns, dst_ns)
+        if stage == CLASSIFIED and flow.tls and flow.tls.get("version"):
+            self._inc(self.tls, flow.tls["version"], self._ns(judged.dst))
+
+    def flush(self, now: float) -> None:
+        """Counters are read at scrape time (live) or written by `write` (replay): nothing to do."""
+
+    def close(self) -> None:
+        pass
 
     def _ns(self, ep: Endpoint) -> str:
         """The namespace label: bounded to `max_namespaces` values, the rest count as `_other`."""

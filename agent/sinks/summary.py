@@ -54,7 +54,7 @@ def summary_lines(pipeline, *, elapsed: float) -> list[str]:
         f"{t.flows:,} flows ({_counts(t.verdicts)}), {violations:,} violations ({_counts(t.findings)}), "
         f"{table.packets / max(elapsed, 1e-9):,.0f} packets/s"
     ]
-    if pipeline.what_if is not None:
+    if pipeline.what_if:
         changes = sum(t.what_if.values())
         lines.append(f"flowwarden: what-if: the candidate policies change the verdict of {changes:,} flows"
                      + (f" ({_counts(t.what_if)})" if changes else ""))
