@@ -114,9 +114,10 @@ class Pipeline:
 
     # --- entries -------------------------------------------------------------------
     def feed(self, frames: list | PcapRecords) -> None:
-        """Fold a batch of frames; sinks are flushed once a second of capture time."""
+        """Fold a batch of frames; sinks are flushed once a second of capture time, or at once when one
+        holds something urgent (an event group's first line)."""
         self.table.ingest(frames)
-        if self.table.now >= self._next_flush:
+        if self.table.now >= self._next_flush or any(getattr(s, "urgent", False) for s in self.sinks):
             self.flush(self.table.now)
 
     def tick(self, now: float) -> None:

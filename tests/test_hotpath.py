@@ -202,5 +202,5 @@ def test_every_flow_field_default_is_immutable_so_the_compiled_start_may_share_i
     # start_flow copies a template Flow's fields into each new flow: a default_factory
     # (a list, a dict) would be one object shared by every flow.
     assert all(f.default_factory is dataclasses.MISSING for f in dataclasses.fields(Flow))
-    assert all(isinstance(f.default, (int, float, str, bool, type(None))) for f in dataclasses.fields(Flow)
+    assert all(isinstance(f.default, (int, float, str, bool, tuple, type(None))) for f in dataclasses.fields(Flow)
                if f.default is not dataclasses.MISSING)

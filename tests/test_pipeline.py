@@ -8,6 +8,7 @@ from pathlib import Path
 from agent.capture.pcap import read_frames
 from agent.config import Config
 from agent.inventory.snapshot import load_cluster
+from agent.model import END
 from agent.pipeline import Pipeline
 from agent.sinks.events import EventSink
 
@@ -16,9 +17,14 @@ SCENARIO = Path(__file__).resolve().parents[1] / "pcaps" / "http-allowed-and-den
 
 class DiskFullSink:
     """A flow-record sink whose disk is full: every write fails."""
+    name = "flows"
 
-    def emit(self, flow, src, dst, *, verdict, findings):
-        raise OSError(28, "No space left on device")
+    def emit(self, judged):
+        if judged.stage == END:
+            raise OSError(28, "No space left on device")
+
+    def flush(self, now):
+        pass
 
     def close(self):
         pass
@@ -27,7 +33,7 @@ class DiskFullSink:
 def test_a_failing_sink_is_logged_once_counted_and_the_other_sinks_get_every_flow(caplog):
     events = io.BytesIO()
     pipeline = Pipeline(view=load_cluster(SCENARIO / "cluster.json"), config=Config(),
-                        events=EventSink(events), flow_records=DiskFullSink())
+                        sinks=[EventSink(events), DiskFullSink()])
     with caplog.at_level(logging.ERROR, logger="flowwarden.pipeline"):
         for frames in read_frames([SCENARIO / "capture.pcap"]):
             pipeline.feed(frames)

@@ -132,6 +132,11 @@ class EventSink:
         self.last_shed = float("-inf")
         self._pending: list[bytes] = []
 
+    @property
+    def urgent(self) -> bool:
+        """A first line waits to be written: the pipeline flushes now rather than at its next tick."""
+        return bool(self._pending)
+
     def emit(self, judged: Judged) -> None:
         for finding in judged.findings:
             self._add(finding, judged.flow, judged.src, judged.dst)
