@@ -6,7 +6,7 @@ FW     := $(VENV)/bin/flowwarden
 # System tools the live tests and the pcap recording need (Debian package names).
 SYSTEM_TOOLS := ip:iproute2 tcpdump:tcpdump openssl:openssl curl:curl nft:nftables
 
-.PHONY: demo test bench tools lint clean record
+.PHONY: demo test bench tools clean record
 
 $(VENV)/.installed: pyproject.toml setup.py agent/_hotpath.c
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,10 @@ tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# The per-packet path exists twice (agent/_hotpath.c and its Python reference): the flow, decode and
+# scenario tests run again on the Python path, which must give the same results.
 test: $(VENV)/.installed tools
+	FLOWWARDEN_PURE_PYTHON=1 $(PY) -m pytest -p no:cacheprovider -q tests/flows tests/decode tests/scenarios tests/sinks tests/test_pipeline.py
 	$(PY) -m pytest -p no:cacheprovider -rs
 
 bench: $(VENV)/.installed

@@ -131,7 +131,7 @@ class Pipeline:
             try:
                 sink.flush(now)
             except Exception:
-                self._failed("sink", _name(sink))
+                self.failed("sink", _name(sink))
 
     def finish(self) -> None:
         """End every flow and close every sink (end of replay, SIGTERM)."""
@@ -140,7 +140,7 @@ class Pipeline:
             try:
                 sink.close()
             except Exception:
-                self._failed("sink", _name(sink))
+                self.failed("sink", _name(sink))
 
     # --- the stages of a connection's life (the flow table's callbacks) -------------
     def start(self, flow: Flow) -> None:
@@ -201,7 +201,7 @@ class Pipeline:
                              self.view.endpoint(flow.dst_ip, flow.first_seen))
             except Exception:
                 flow.ends = ()
-                self._failed("enrich", "flow")
+                self.failed("enrich", "flow")
         return flow.ends or None
 
     def _judge(self, stage: str, flow: Flow, ends: tuple[Endpoint, Endpoint]) -> list[Finding]:
@@ -210,7 +210,7 @@ class Pipeline:
             try:
                 findings.extend(judge.judge(flow, *ends))
             except Exception:
-                self._failed("judge", judge.name)
+                self.failed("judge", judge.name)
         if findings:
             t = self.totals
             for f in findings:
@@ -228,9 +228,9 @@ class Pipeline:
             try:
                 sink.emit(judged)
             except Exception:
-                self._failed("sink", _name(sink))
+                self.failed("sink", _name(sink))
 
-    def _failed(self, stage: str, name: str) -> None:
+    def failed(self, stage: str, name: str) -> None:
         """Log the first failure of each step with its traceback; count every one."""
         if (stage, name) not in self._failed_steps:
             self._failed_steps.add((stage, name))

@@ -256,13 +256,16 @@ class Agent:
             except queue.Empty:
                 batch = None
             with self.lock:
-                if batch:
-                    self._feed(batch)
-                self._feed_conntrack()
-                now = time.time()
-                if now >= next_tick:
-                    self._tick(now)
-                    next_tick = now + TICK
+                try:
+                    if batch:
+                        self._feed(batch)
+                    self._feed_conntrack()
+                    now = time.time()
+                    if now >= next_tick:
+                        self._tick(now)
+                        next_tick = now + TICK
+                except Exception:  # a bug in a stage must not blind the node: log once, count, go on
+                    self.pipeline.failed("flows", "loop")
             self.heartbeat = time.monotonic()
 
     def _feed(self, batch: list) -> None:
