@@ -283,7 +283,10 @@ class Judge(Protocol):
 
 
 class Sink(Protocol):
-    """The only code that writes out. The pipeline calls `flush` on its tick (<= 1 s live)."""
+    """The only code that writes out. The pipeline calls `flush` on its tick (<= 1 s live).
+
+    A sink is told of every `Judged` with findings, and of every one at the `stages` it lists."""
+    stages: frozenset[str]
 
     def emit(self, judged: Judged) -> None: ...
 

@@ -67,6 +67,9 @@ class Pipeline:
                  candidates: Sequence[NetworkPolicy] = (), judges: Sequence[Judge] | None = None):
         self.view, self.config = view, config
         self.sinks = list(sinks)
+        # Per stage, the sinks told of flows without findings there (by default every sink).
+        self._listening = {stage: [s for s in self.sinks if stage in getattr(s, "stages", (stage,))]
+                           for stage in (START, ANSWER, CLASSIFIED, ACTIVE, END)}
         self.table = FlowTable(on_end=self.end, on_answer=self.answer, on_classified=self.classified,
                                on_active=self.active, settings=config.flows)
         self.judges = build_judges(config, view, candidates=candidates) if judges is None else judges
@@ -223,8 +226,11 @@ class Pipeline:
         return findings
 
     def _emit(self, stage: str, flow: Flow, ends: tuple[Endpoint, Endpoint], findings: Sequence[Finding]) -> None:
+        sinks = self.sinks if findings else self._listening[stage]
+        if not sinks:
+            return
         judged = Judged(stage, flow, ends[0], ends[1], findings)
-        for sink in self.sinks:
+        for sink in sinks:
             try:
                 sink.emit(judged)
             except Exception:

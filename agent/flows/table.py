@@ -328,7 +328,7 @@ class FlowTable:
         result = None
         if track is not None:
             result = track.result
-            if result is None and track.client is not None:
+            if result is None and track.held:  # no byte seen: nothing to classify
                 result = self._final(flow, track)
                 self.stream_bytes -= track.held
                 track.client = track.server = None

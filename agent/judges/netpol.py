@@ -3,7 +3,11 @@
 Judges stage. `NetpolEngine` compiles every policy once (netpol_compile.py)
 into per-namespace tuples and answers `decide(src, dst, port, protocol)`; the
 answer is cached per (src, dst, port, protocol) and dropped precisely when a
-pod, namespace or policy it depended on changes (`on_change`). `NetpolJudge`
+pod, namespace or policy it depended on changes (`on_change`). An end that is
+no pod is matched only by ipBlocks, so it is cached by its address class (which
+of the policies' CIDRs contain it): a flood from random addresses is one cold
+decision, not one per address; the reasons, which name the address, are
+rebuilt for each flow. `NetpolJudge`
 wraps the engine for the pipeline (`policy-violation` findings) and
 `evaluate`/what-if reuse `decide_flow`.
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from dataclasses import replace
 from typing import Iterable, Mapping, Sequence
 
 from agent.judges.netpol_compile import (  # noqa: F401  (re-exported API)
@@ -55,6 +60,7 @@ class NetpolEngine:
         self._cache: dict[tuple, Decision] = {}
         self._keys_by_uid: dict[str, set[tuple]] = defaultdict(set)
         self._keys_by_ns: dict[str, set[tuple]] = defaultdict(set)
+        self._networks: tuple = ()  # every CIDR (and except) of every policy: what an address class is made of
         self.cold_decisions = 0
         for ns in view.namespaces():
             self._ns_labels[ns.name] = _with_name_label(ns.name, ns.labels)
@@ -65,16 +71,40 @@ class NetpolEngine:
             self._extra[p.namespace][p.name] = compile_policy(p)
         for ns in set(self._cluster) | set(self._extra):
             self._rebuild(ns)
+        self._refresh_networks()
 
     # -- verdicts -------------------------------------------------------------
 
     def decide(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:
         """The verdict for src -> dst on port/protocol (dst taken as is, even a Service)."""
-        key = (src.kind, src.uid, src.ip, dst.kind, dst.uid, dst.ip, port, protocol)
+        key = (src.kind, src.uid, self._where(src), dst.kind, dst.uid, self._where(dst), port, protocol)
         decision = self._cache.get(key)
         if decision is None:
-            decision = self._decide_cold(key, src, dst, port, protocol)
+            return self._decide_cold(key, src, dst, port, protocol)
+        if src.kind != POD or dst.kind != POD:  # cached for the address class: explain this flow's ends
+            decision = replace(decision, reasons=(
+                side_reason(decision.egress, subject=src, peer=dst, port=port, protocol=protocol),
+                side_reason(decision.ingress, subject=dst, peer=src, port=port, protocol=protocol)))
         return decision
+
+    def _where(self, ep: Endpoint) -> object:
+        """A pod's address, or the class of any other end's address: the CIDRs that contain it."""
+        if ep.kind == POD:
+            return ep.ip
+        try:
+            ip = ipaddress.ip_address(ep.ip)
+        except ValueError:
+            return ()
+        return tuple(i for i, net in enumerate(self._networks) if ip in net)
+
+    def _refresh_networks(self) -> None:
+        nets = dict.fromkeys(
+            net for policies in self._by_ns.values() for cp in policies for rules in (cp.ingress, cp.egress)
+            for rule in rules or () for peer in rule.peers or () if peer.net is not None
+            for net in (peer.net, *peer.excepts))
+        if tuple(nets) != self._networks:  # the classes changed: no cached key means what it did
+            self._networks = tuple(nets)
+            self.clear_cache()
 
     def decide_flow(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:
         """Like `decide`, but an end that stands for several pods is judged on each of them,
@@ -174,6 +204,7 @@ class NetpolEngine:
                 self._rebuild(new.namespace)
             for ns in {p.namespace for p in (old, new) if p is not None}:
                 self._invalidate(self._keys_by_ns.pop(ns, ()))
+            self._refresh_networks()
 
     def clear_cache(self) -> None:
         self._cache.clear()

@@ -123,6 +123,7 @@ class EventSink:
     """Groups findings and writes them as one JSON object per line (see the module docstring)."""
 
     name = "events"
+    stages = frozenset()  # findings only
 
     def __init__(self, out: BinaryIO, *, window: float = 60.0, max_groups: int = DEFAULT_MAX_GROUPS):
         self.out, self.window, self.max_groups = out, window, max_groups
@@ -219,13 +220,14 @@ class FlowRecordSink:
     record with its counters so far every `flows.active_timeout` while it lasts (`final: false`)."""
 
     name = "flows"
+    stages = frozenset((ACTIVE, END))
 
     def __init__(self, out: BinaryIO):
         self.out = out
         self._pending: list[bytes] = []
 
     def emit(self, judged: Judged) -> None:
-        if judged.stage != END and judged.stage != ACTIVE:
+        if judged.stage not in self.stages:
             return
         flow = judged.flow
         record = {

@@ -92,6 +92,7 @@ class MetricsSink:
         self._children: dict[tuple, Counter] = {}
 
     name = "metrics"
+    stages = frozenset((ANSWER, CLASSIFIED))
 
     def watch(self, stats: PipelineStats) -> None:
         """Export what the pipeline counts per packet, read at each scrape."""
