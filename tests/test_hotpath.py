@@ -204,3 +204,83 @@ def test_every_flow_field_default_is_immutable_so_the_compiled_start_may_share_i
     assert all(f.default_factory is dataclasses.MISSING for f in dataclasses.fields(Flow))
     assert all(isinstance(f.default, (int, float, str, bool, tuple, type(None))) for f in dataclasses.fields(Flow)
                if f.default is not dataclasses.MISSING)
+
+
+# --- the flow's life: every callback, compiled and in Python -------------------------
+
+def five_tuple(flow: Flow) -> tuple:
+    return (flow.protocol, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port)
+
+
+def snapshot(flow: Flow) -> tuple:
+    """Every field of a flow as it is now; `tls` as records and events carry it."""
+    return tuple(getattr(flow, f.name) for f in dataclasses.fields(flow) if f.name != "tls") + (flow.tls_fields(),)
+
+
+def lifecycle(batches, *, compiled: bool, end_at: float, **settings):
+    """Every callback of a table fed `batches`, in order, then a tick at `end_at` and a flush."""
+    calls = []
+    table = FlowTable(on_start=lambda flow: calls.append((five_tuple(flow), "start")),
+                      on_answer=lambda flow: calls.append((five_tuple(flow), "answer", flow.established)),
+                      on_classified=lambda flow, cls: calls.append((five_tuple(flow), "classified", cls)),
+                      on_active=lambda flow: calls.append((five_tuple(flow), "active", flow.reported)),
+                      on_end=lambda flow, cls: calls.append((five_tuple(flow), "end", snapshot(flow), cls)),
+                      settings=FlowConfig(**settings), compiled=compiled)
+    for batch in batches:
+        table.ingest(batch)
+        calls.append(("batch", len(table), table.stream_bytes))
+    table.tick(end_at)
+    calls.append(("tick", len(table), table.stream_bytes))
+    table.flush()
+    return calls, (table.packets, table.flows_started, table.evicted, table.cap_hits, table.stream_bytes)
+
+
+def assert_same_lives(batches, *, recut: bool = True, **settings) -> list:
+    """The compiled fold makes the callbacks the Python loop makes: batches as given, record blocks
+    as read (compiled), and (`recut`) the same frames cut into batches of 3 (deadlines and sweeps between)."""
+    lists = [list(b) for b in batches]
+    frames = [f for b in lists for f in b]
+    end_at = max(ts for ts, _, _ in frames) + FlowConfig(**settings).answer_timeout + 1.0
+    reference = lifecycle(lists, compiled=False, end_at=end_at, **settings)
+    assert lifecycle(lists, compiled=True, end_at=end_at, **settings) == reference
+    if any(type(b) is PcapRecords for b in batches):
+        assert lifecycle(batches, compiled=True, end_at=end_at, **settings) == reference
+    if recut:
+        threes = [frames[i:i + 3] for i in range(0, len(frames), 3)]
+        assert (lifecycle(threes, compiled=True, end_at=end_at, **settings)
+                == lifecycle(threes, compiled=False, end_at=end_at, **settings))
+    calls, _ = reference
+    assert not any(c[2] is None for c in calls if c[1:2] == ("classified",))
+    assert reference[1][4] == 0  # no first bytes held once every flow ended
+    return calls
+
+
+LIFE_SETTINGS = {
+    "default": {},
+    "tight": {"max_flows": 3, "max_stream_bytes": 120, "answer_timeout": 0.05, "active_timeout": 0.5,
+              "closed_linger": 0.2, "tcp_timeout": 5.0, "udp_timeout": 2.0},
+}
+
+
+@pytest.mark.parametrize("settings", list(LIFE_SETTINGS.values()), ids=list(LIFE_SETTINGS))
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_every_capture_makes_the_same_callbacks_in_the_same_order_compiled_and_in_python(path, settings):
+    calls = assert_same_lives(list(read_frames([path])), **settings)
+    stages = {c[1] for c in calls if c[0] not in ("batch", "tick")}
+    assert {"start", "answer", "end"} <= stages or stages == set()  # a capture of no flows: no callbacks
+
+
+def test_the_bundled_captures_reach_every_stage_of_a_flows_life():
+    seen = set()
+    for path in CAPTURES:
+        for settings in LIFE_SETTINGS.values():
+            seen |= {c[1] for c in assert_same_lives(list(read_frames([path])), **settings)
+                     if c[0] not in ("batch", "tick")}
+    assert seen == {"start", "answer", "classified", "active", "end"}
+
+
+@FUZZ
+@given(batches=conversations())
+def test_random_conversations_make_the_same_callbacks_compiled_and_in_python(batches):
+    assert_same_lives(batches, recut=False, tcp_timeout=30.0, udp_timeout=10.0, closed_linger=2.0, active_timeout=5.0,
+                      max_flows=4, max_stream_bytes=64)
