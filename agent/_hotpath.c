@@ -599,8 +599,10 @@ static int fold(Table *t, PyObject *ts, long long linktype, const uint8_t *frame
         if (SLOT(track, off_result) == Py_None) {
             if (p.end > p.start) {
                 PyObject *payload = PyBytes_FromStringAndSize((const char *)frame + p.start, p.end - p.start);
+                /* data on a SYN (TCP Fast Open) starts one after its sequence number */
+                uint32_t seq = p.flags & TCP_SYN ? p.seq + 1 : p.seq;
                 if (call_void(t->payload, Py_BuildValue("OOkN", entry, forward ? Py_True : Py_False,
-                                                        (unsigned long)p.seq, payload)) < 0)
+                                                        (unsigned long)seq, payload)) < 0)
                     goto done;
             } else if ((p.flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) && !forward &&
                        SLOT(track, off_server) == Py_None) {

@@ -43,6 +43,18 @@ EXTERNAL = "external"
 UNIQUE = "unique"
 AMBIGUOUS = "ambiguous"
 
+# Application protocols of a connection (decode/app.py tells them from the first bytes).
+APP_TLS = "tls"
+APP_UNKNOWN = "unknown"  # no byte seen, or not enough to tell: never judged plaintext
+TLS_VERSIONS = ("ssl2", "ssl3", "1.0", "1.1", "1.2", "1.3")  # oldest first
+
+
+def highest_version(versions: Iterable[str]) -> str | None:
+    """The newest of the known TLS version names, or None."""
+    known = [v for v in versions if v in TLS_VERSIONS]
+    return max(known, key=TLS_VERSIONS.index) if known else None
+
+
 # Transport protocols, by IP protocol number.
 TCP, UDP, SCTP, ICMP, ICMPV6 = "TCP", "UDP", "SCTP", "ICMP", "ICMPv6"
 PROTOCOLS = {6: TCP, 17: UDP, 132: SCTP, 1: ICMP, 58: ICMPV6}
@@ -178,14 +190,45 @@ def backend_port(service: Endpoint, backend: Endpoint, port: int, protocol: str)
     return port
 
 
+class Fingerprinted(Protocol):
+    """A parsed ClientHello (decode/tls.py): its fingerprints are computed when first read."""
+
+    @property
+    def ja4(self) -> str: ...
+
+    @property
+    def ja3(self) -> str: ...
+
+
+@dataclass(slots=True)
+class TlsInfo:
+    """A TLS handshake's metadata (never payload): what judges compare and sinks write.
+
+    The JA4/JA3 fingerprints are read from the ClientHello (`hello`) on first use: they cost
+    ~16 µs per TLS flow and only the flows written out need them."""
+    version: str | None  # negotiated (ServerHello); None when the answer was not captured
+    offered_versions: tuple[str, ...] = ()
+    sni: str | None = None
+    alpn: tuple[str, ...] = ()
+    cipher: str | None = None  # "0x1301"
+    hello: Fingerprinted | None = None
+    _record: dict | None = field(default=None, compare=False, repr=False)
+
+    def record(self) -> dict:
+        """The `tls` object of events and flow records."""
+        if self._record is None:
+            ja4, ja3 = (self.hello.ja4, self.hello.ja3) if self.hello is not None else (None, None)
+            self._record = {"version": self.version, "offered_versions": list(self.offered_versions),
+                            "sni": self.sni, "alpn": list(self.alpn), "cipher": self.cipher, "ja4": ja4, "ja3": ja3}
+        return self._record
+
+
 @dataclass(slots=True)
 class Flow:
     """A bidirectional conversation; src is the initiator.
 
-    Updated in place by the flow table for every packet, then handed to the
-    judges once. `client_hello` is the parsed ClientHello of a TLS flow, kept
-    so that the JA4/JA3 fingerprints are computed only for flows written out
-    (`tls_fields`); it is never exported itself.
+    Updated in place by the flow table for every packet; `app` and `tls` are set
+    by the flow table when the connection is classified, before the judges see it.
     """
     protocol: str
     src_ip: str
@@ -202,10 +245,9 @@ class Flow:
     mid_stream: bool = False  # start not captured: direction inferred from ports
     closed: bool = False  # FIN/RST seen
     app: str | None = None
-    tls: dict | None = None
+    tls: TlsInfo | None = None
     orig_dst: tuple[str, int] | None = None  # ClusterIP:port the client dialled, when conntrack saw DNAT
     accounting: str = CAPTURE  # CONNTRACK once the kernel's complete counters replaced the captured ones
-    client_hello: object | None = None
     # What the pipeline decided so far (set once each, in the order of the connection's life).
     ends: tuple["Endpoint", "Endpoint"] | None = None  # src, dst attributed at first_seen
     verdict: str | None = None  # set at the ANSWER stage
@@ -214,11 +256,8 @@ class Flow:
     reported: float = 0.0  # when the last periodic flow record was written (flows.active_timeout)
 
     def tls_fields(self) -> dict | None:
-        """`tls` as events and flow records carry it: the fingerprints filled in on first use."""
-        tls, hello = self.tls, self.client_hello
-        if tls is not None and hello is not None and tls.get("ja4") is None:
-            tls["ja4"], tls["ja3"] = hello.ja4, hello.ja3
-        return tls
+        """`tls` as events and flow records carry it."""
+        return self.tls.record() if self.tls is not None else None
 
 
 @dataclass(slots=True, frozen=True)

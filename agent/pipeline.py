@@ -23,10 +23,9 @@ from agent.config import Config
 from agent.decode.hotpath import PcapRecords
 from agent.flows.table import FlowTable
 from agent.judges import build_judges
-from agent.judges.tls import tls_record
 from agent.sinks.metrics import PipelineStats
 from agent.model import (
-    ACTIVE, ANSWER, CLASSIFIED, END, POLICY_CHANGE, START, TCP, UNKNOWN, ClusterView, Endpoint, Finding, Flow,
+    ACTIVE, ANSWER, CLASSIFIED, END, POLICY_CHANGE, START, UNKNOWN, ClusterView, Endpoint, Finding, Flow,
     Judge, Judged, NetworkPolicy, Sink, is_violation, verdict_of,
 )
 
@@ -163,18 +162,11 @@ class Pipeline:
         flow.verdict = verdict_of(findings, synced=self.view.synced)
         self._emit(ANSWER, flow, ends, findings)
 
-    def classified(self, flow: Flow, classification) -> None:
-        """The first bytes are decided (`decode.app.Classification`, None when there were none)."""
+    def classified(self, flow: Flow, _classification=None) -> None:
+        """The first bytes are decided: the flow table has set `flow.app` and `flow.tls`."""
         if flow.classified:
             return
         flow.classified = True
-        if classification is not None and (classification.tls or not flow.mid_stream):
-            # A flow whose start was missed may still show a handshake; never a plaintext verdict.
-            flow.app = classification.app
-            flow.tls = tls_record(classification)
-            flow.client_hello = classification.client_hello
-        elif flow.protocol == TCP:
-            flow.app = UNKNOWN
         ends = self._ends(flow)
         if ends is not None:
             self._emit(CLASSIFIED, flow, ends, self._judge(CLASSIFIED, flow, ends))

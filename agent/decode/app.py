@@ -26,6 +26,7 @@ import struct
 from dataclasses import dataclass
 
 from agent.decode.tls import ClientHello, Incomplete, ServerHello, parse_client_hello, parse_server_hello
+from agent.model import APP_TLS, APP_UNKNOWN, TlsInfo
 
 LE_U32 = struct.Struct("<I")
 MONGO_HEADER = struct.Struct("<iiii")  # messageLength, requestID, responseTo, opCode
@@ -33,9 +34,9 @@ KAFKA_HEADER = struct.Struct("!ihhih")  # size, api_key, api_version, correlatio
 PG_HEADER = struct.Struct("!II")  # PostgreSQL protocol §55.7: length, protocol or request code
 DNS_HEADER = struct.Struct("!HHHHHHH")  # RFC 1035 §4.2.2 length + §4.1.1 header
 
-TLS, HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS = "tls", "http", "http2", "redis", "postgresql", "mysql", "dns"
+TLS, HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS = APP_TLS, "http", "http2", "redis", "postgresql", "mysql", "dns"
 SMTP, IMAP, POP3, AMQP, KAFKA, MONGODB, LDAP = "smtp", "imap", "pop3", "amqp", "kafka", "mongodb", "ldap"
-UNKNOWN_PLAINTEXT, UNKNOWN = "unknown-plaintext", "unknown"
+UNKNOWN_PLAINTEXT, UNKNOWN = "unknown-plaintext", APP_UNKNOWN
 STARTTLS, POSTGRESQL_SSL, MYSQL_SSL, LDAP_STARTTLS = "starttls", "postgresql-ssl", "mysql-ssl", "ldap-starttls"
 SOCKS4, SOCKS5, HTTP_CONNECT = "socks4", "socks5", "http-connect"
 
@@ -82,6 +83,19 @@ _DECIDED = {app: Classification(app) for app in (
     UNKNOWN_PLAINTEXT)}
 _WAITING = {app: Classification(app, complete=False) for app in (
     UNKNOWN, UNKNOWN_PLAINTEXT, POSTGRESQL, MYSQL, LDAP, SMTP, IMAP, POP3)}
+
+
+def tls_info(cls: Classification) -> TlsInfo | None:
+    """The handshake metadata of a TLS connection, as the model carries it (metadata only)."""
+    if not cls.tls:
+        return None
+    hello, answer = cls.client_hello, cls.server_hello
+    return TlsInfo(
+        version=answer.version if answer else None,
+        offered_versions=tuple(hello.offered_versions) if hello else (),
+        sni=hello.sni if hello else None, alpn=tuple(hello.alpn) if hello else (),
+        cipher=f"0x{answer.cipher:04x}" if answer else None,
+        hello=hello)
 
 
 def classify(client: bytes, server: bytes, *, dst_port: int) -> Classification:

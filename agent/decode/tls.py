@@ -21,6 +21,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from agent.model import TLS_VERSIONS, highest_version
+
 from agent.decode import ja4 as fingerprint
 from agent.decode.ja4 import GREASE
 
@@ -47,17 +49,11 @@ VERSIONS = {  # RFC 6101, 2246, 4346, 5246, 8446; 0x0002 is SSL 2.0's version
     0x0002: "ssl2", 0x0300: "ssl3", 0x0301: "1.0", 0x0302: "1.1",
     0x0303: "1.2", 0x0304: "1.3",
 }
-VERSION_ORDER = ("ssl2", "ssl3", "1.0", "1.1", "1.2", "1.3")
+VERSION_ORDER = TLS_VERSIONS
 
 
 def version_name(value: int) -> str:
     return VERSIONS.get(value) or f"0x{value:04x}"
-
-
-def highest_version(versions) -> str | None:
-    """The newest of the known version names, or None."""
-    known = [v for v in versions if v in VERSION_ORDER]
-    return max(known, key=VERSION_ORDER.index) if known else None
 
 
 def _u16s(raw: bytes) -> tuple[int, ...]:

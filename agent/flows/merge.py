@@ -33,7 +33,7 @@ import struct
 from typing import Callable
 
 from agent.flows.table import FlowTable
-from agent.model import CONNTRACK, CT_DESTROY, CT_NEW, PROTOCOLS, ConntrackEvent, Flow
+from agent.model import APP_UNKNOWN, CONNTRACK, CT_DESTROY, CT_NEW, PROTOCOLS, TCP, ConntrackEvent, Flow
 
 _PORTS = struct.Struct("!HH")
 Key = tuple[str, str, int, str, int]  # protocol name, src, sport, dst, dport
@@ -102,8 +102,9 @@ def conntrack_flow(entry: Entry) -> Flow:
     event = entry.destroy
     start = entry.new.at if entry.new is not None else event.at
     src, dst, sport, dport = event.orig
-    flow = Flow(PROTOCOLS.get(event.protocol, str(event.protocol)), src, sport, dst, dport, start, event.at,
-                mid_stream=True, closed=True)
+    name = PROTOCOLS.get(event.protocol, str(event.protocol))
+    flow = Flow(name, src, sport, dst, dport, start, event.at, mid_stream=True, closed=True,
+                app=APP_UNKNOWN if name == TCP else None)  # no byte of it was seen
     translate(flow, event)
     apply_counters(flow, event)
     return flow

@@ -25,12 +25,12 @@ from itertools import islice
 from typing import Callable, NamedTuple
 
 from agent.config import FlowConfig
-from agent.decode.app import Classification, classify, classify_answer
+from agent.decode.app import Classification, classify, classify_answer, tls_info
 from agent.decode.errors import DecodeError, Skip
 from agent.decode.hotpath import HOTPATH, PcapRecords
 from agent.decode.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, decode_frame, reverse_key, split_key
 from agent.flows.reassembly import StreamStart
-from agent.model import PROTOCOLS, Flow
+from agent.model import APP_UNKNOWN, PROTOCOLS, Flow
 
 _SYN_ONLY = TCP_SYN
 _SYN_ACK = TCP_SYN | TCP_ACK
@@ -63,6 +63,15 @@ class FoldHooks(NamedTuple):
 
 def _ignore(*_args) -> None:
     pass
+
+
+def _finish(flow: Flow, result: Classification | None) -> None:
+    """What the first bytes tell, on the flow. A flow whose start was missed may still show a
+    handshake, but never gets a plaintext app: it could not be judged plaintext."""
+    if result is not None and (result.tls or not flow.mid_stream):
+        flow.app, flow.tls = result.app, tls_info(result)
+    else:
+        flow.app = APP_UNKNOWN
 
 
 def _port_rank(port: int) -> int:
@@ -102,7 +111,7 @@ class FlowTable:
         self.last_shed = float("-inf")  # when a cap last bit
         self.stream_bytes = 0  # first bytes buffered over all flows being classified
         self.now = 0.0
-        self._deadlines: deque[tuple[float, tuple]] = deque()  # (when, entry): answer and classification
+        self._deadlines: deque[tuple[float, tuple, bool]] = deque()  # (when, entry, answer or classification)
         self._next_sweep = 0.0
         self._since_sweep = 0
         self._ip_cache: dict[bytes, str] = {}
@@ -177,8 +186,9 @@ class FlowTable:
                 if flags & _FIN_RST:
                     self._close(flow, track, flags, forward)
                 if track.result is None:  # every TCP flow has a Track
-                    if end > start:
-                        self._payload(entry, forward, seq, frame[start:end])
+                    if end > start:  # data on a SYN (TCP Fast Open) starts one after its sequence number
+                        self._payload(entry, forward, (seq + 1) & 0xFFFFFFFF if flags & TCP_SYN else seq,
+                                      frame[start:end])
                     elif flags & _SYN_ACK == _SYN_ACK and not forward and track.server is None:
                         self._server_start(track, seq)
         return frames[-1][0]
@@ -220,17 +230,17 @@ class FlowTable:
         """A flow was stored (both paths): count it, arm its answer deadline, keep the table under its cap."""
         self.flows_started += 1
         flow = entry[0]
-        self._deadlines.append((flow.first_seen + self.settings.answer_timeout, entry))
+        self._deadlines.append((flow.first_seen + self.settings.answer_timeout, entry, True))
         if self.on_start is not None:
             self.on_start(flow)
         if len(self.flows) > 2 * self.settings.max_flows:
-            self._evict()
+            self._evict(flow.first_seen)
 
     def _answered(self, entry: tuple) -> None:
         """The responder's first packet: established, or refused (RST/ABORT)."""
         self.on_answer(entry[0])
 
-    def _evict(self) -> None:
+    def _evict(self, now: float) -> None:
         """Table pressure: end the oldest 1 % of flows at once (dicts keep insertion order).
 
         In batches because reaching the oldest entry walks the slots deleted before it:
@@ -240,11 +250,11 @@ class FlowTable:
         for entry in oldest:
             self._end(entry)
         self.evicted += len(oldest)
-        self._shed("flows", len(oldest))
+        self._shed("flows", now, len(oldest))
 
-    def _shed(self, cap: str, n: int = 1) -> None:
+    def _shed(self, cap: str, now: float, n: int = 1) -> None:
         self.cap_hits[cap] = self.cap_hits.get(cap, 0) + n
-        self.last_shed = self.now
+        self.last_shed = now
 
     def _payload(self, entry: tuple, forward: bool, seq: int, payload: bytes) -> None:
         flow, track = entry[0], entry[2]
@@ -256,15 +266,18 @@ class FlowTable:
             stream = track.server
         if not track.due:  # the first bytes: they must be decided within answer_timeout
             track.due = flow.last_seen + self.settings.answer_timeout
-            self._deadlines.append((track.due, entry))
+            self._deadlines.append((track.due, entry, False))
         if not stream.full:
             held = min(len(payload), CLASSIFY_BYTES)
             track.held += held
             self.stream_bytes += held
         stream.add(seq, payload)
         waiting = track.hello
-        if waiting is not None and forward:
-            return  # more client bytes cannot change the answer; the server's will
+        if waiting is not None and forward:  # more client bytes cannot change the answer; the server's will
+            if self.stream_bytes > self.settings.max_stream_bytes:
+                self._shed("stream_bytes", flow.last_seen)
+                self._decided(flow, track, waiting)
+            return
         if waiting is not None and waiting.upgraded is None and waiting.tunnel is None:
             result = classify_answer(waiting, track.server.data)  # the ClientHello is not parsed again
         else:
@@ -272,7 +285,7 @@ class FlowTable:
         if result.complete or stream.full:
             self._decided(flow, track, result)
         elif self.stream_bytes > self.settings.max_stream_bytes:
-            self._shed("stream_bytes")
+            self._shed("stream_bytes", flow.last_seen)
             self._decided(flow, track, result)
         else:
             track.hello = result if result.client_hello is not None else None
@@ -283,6 +296,7 @@ class FlowTable:
         track.client = track.server = track.hello = None
         self.stream_bytes -= track.held
         track.held = 0
+        _finish(flow, result)
         self.on_classified(flow, result)
 
     @staticmethod
@@ -294,14 +308,15 @@ class FlowTable:
         """Deadlines passed: unanswered flows are judged so, undecided first bytes are decided as they are."""
         deadlines, flows = self._deadlines, self.flows
         while deadlines and deadlines[0][0] <= now:
-            _, entry = deadlines.popleft()
+            _, entry, answer = deadlines.popleft()
             flow, track = entry[0], entry[2]
             live = flows.get(entry[3])
             if live is None or live[0] is not flow:  # ended since
                 continue
-            if flow.packets_dst == 0:
-                self.on_answer(flow)
-            if track is not None and track.result is None and 0 < track.due <= now and track.client is not None:
+            if answer:
+                if flow.packets_dst == 0:
+                    self.on_answer(flow)
+            elif track.result is None:
                 self._decided(flow, track, self._final(flow, track))
 
     @staticmethod
@@ -332,6 +347,8 @@ class FlowTable:
                 result = self._final(flow, track)
                 self.stream_bytes -= track.held
                 track.client = track.server = None
+            if flow.app is None:
+                _finish(flow, result)
         self.on_end(flow, result)
 
     def end(self, key: bytes) -> bool:

@@ -3,9 +3,8 @@
 Users declare expectations with the `flowwarden.io/require-tls` and
 `flowwarden.io/tls-min-version` annotations (pod over service over namespace,
 the most specific declaration wins) or with `tls.rules` in the config file
-(used where no annotation speaks). The pipeline classified the connection with
-`decode.app.classify` and stored `flow.app` and `flow.tls` (`tls_record`); this
-judge only compares. Mid-stream and `unknown` connections are never reported:
+(used where no annotation speaks). The flow table classified the connection
+and set `flow.app` and `flow.tls`; this judge only compares. Mid-stream and `unknown` connections are never reported:
 we cannot prove they were plaintext.
 """
 from __future__ import annotations
@@ -14,18 +13,16 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from agent.decode.app import Classification
-from agent.decode.tls import VERSION_ORDER, highest_version
 from agent.inventory.selectors import SelectorError, compile_selector
 from agent.model import (
-    CLASSIFIED, CRITICAL, EXTERNAL, NAMESPACE_NAME_LABEL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION, SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION,
-    TLS_VERSION, WARNING, ClusterView, Endpoint, Finding, Flow, backend_port,
+    APP_TLS, APP_UNKNOWN, CLASSIFIED, CRITICAL, TLS_VERSIONS, EXTERNAL, NAMESPACE_NAME_LABEL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION, SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION,
+    TLS_VERSION, WARNING, ClusterView, Endpoint, Finding, Flow, backend_port, highest_version,
 )
 
 MIN_VERSIONS = ("1.2", "1.3")  # what tls-min-version / minVersion accept
 MAX_CACHED = 100_000  # requirements kept per judge; past it the cache starts over
 RULE_FIELDS = frozenset(("namespaceSelector", "podSelector", "ipBlock", "ports", "minVersion"))
-NOT_JUDGED_APPS = frozenset(("unknown", None))
+NOT_JUDGED_APPS = frozenset((APP_UNKNOWN, None))
 
 
 @dataclass(slots=True, frozen=True)
@@ -143,25 +140,6 @@ def parse_require_tls(value: str) -> frozenset[int] | bool | None:
     return ports if ports and all(1 <= p <= 65535 for p in ports) else None
 
 
-def tls_record(cls: Classification) -> dict | None:
-    """The `tls` object of events and flow records (metadata only, never payload).
-
-    `ja4`/`ja3` stay None here: `Flow.tls_fields` computes them from the ClientHello
-    for the flows that are written out (most are only counted)."""
-    if not cls.tls:
-        return None
-    hello, answer = cls.client_hello, cls.server_hello
-    return {
-        "version": answer.version if answer else None,
-        "offered_versions": list(hello.offered_versions) if hello else [],
-        "sni": hello.sni if hello else None,
-        "alpn": list(hello.alpn) if hello else [],
-        "cipher": f"0x{answer.cipher:04x}" if answer else None,
-        "ja4": None,
-        "ja3": None,
-    }
-
-
 class TlsJudge:
     """Findings `plaintext` and `tls-version` for judged TCP flows, once they are classified."""
 
@@ -184,20 +162,20 @@ class TlsJudge:
         if flow.protocol != TCP or flow.mid_stream or flow.app in NOT_JUDGED_APPS:
             return []
         req = self._requirement(dst, flow.dst_port)
-        tls = flow.tls or {}
-        if flow.app != "tls" and not tls:
+        tls = flow.tls
+        if flow.app != APP_TLS and tls is None:
             if not req.required:
                 return []
             return [Finding(kind=PLAINTEXT, severity=CRITICAL, requirement=req.source,
                             reasons=(f"TLS required on {flow.dst_port}/TCP by {req.source}, "
                                      f"but the connection starts in plaintext ({flow.app})",),
                             detail={"app": flow.app})]
-        version = tls.get("version") or highest_version(tls.get("offered_versions") or ())
-        if req.min_version is None or version not in VERSION_ORDER:
+        version = tls.version or highest_version(tls.offered_versions) if tls is not None else None
+        if req.min_version is None or version not in TLS_VERSIONS:
             return []
-        if VERSION_ORDER.index(version) >= VERSION_ORDER.index(req.min_version):
+        if TLS_VERSIONS.index(version) >= TLS_VERSIONS.index(req.min_version):
             return []
-        how = "negotiated" if tls.get("version") else "offered at most (no server answer seen)"
+        how = "negotiated" if tls.version else "offered at most (no server answer seen)"
         return [Finding(kind=TLS_VERSION, severity=WARNING, requirement=req.min_source,
                         reasons=(f"TLS {version} {how}, below the minimum {req.min_version} "
                                  f"set by {req.min_source}",),

@@ -109,8 +109,8 @@ class MetricsSink:
                 self._inc(self.violations, f.kind, f.severity, src_ns, dst_ns)
                 if f.detail and f.detail.get("enforcement_gap"):
                     self._inc(self.gaps, src_ns, dst_ns)
-        if stage == CLASSIFIED and flow.tls and flow.tls.get("version"):
-            self._inc(self.tls, flow.tls["version"], self._ns(judged.dst))
+        if stage == CLASSIFIED and flow.tls is not None and flow.tls.version:
+            self._inc(self.tls, flow.tls.version, self._ns(judged.dst))
 
     def flush(self, now: float) -> None:
         """Counters are read at scrape time (live) or written by `write` (replay): nothing to do."""

@@ -1,4 +1,4 @@
-"""TlsJudge: requirement precedence, findings, config rules and tls_record."""
+"""TlsJudge: requirement precedence, findings, config rules and the TLS metadata it compares."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from agent.decode.app import classify
-from agent.judges.tls import TlsJudge, load_tls_rules, tls_record
+from agent.decode.app import tls_info
+from agent.judges.tls import TlsJudge, load_tls_rules
 from agent.model import (
-    EXTERNAL, POD, SERVICE, Endpoint, Finding, Flow, Namespace, Service,
+    EXTERNAL, POD, SERVICE, Endpoint, Finding, Flow, Namespace, Service, TlsInfo,
 )
 
 REQ, MIN = "flowwarden.io/require-tls", "flowwarden.io/tls-min-version"
@@ -89,7 +90,7 @@ def test_mid_stream_and_unknown_connections_are_never_plaintext():
 
 def test_tls_below_the_minimum_is_a_warning_naming_its_source():
     dst = pod(annotations={REQ: "true", MIN: "1.3"})
-    f = flow(app="tls", tls={"version": "1.2", "offered_versions": ["1.3", "1.2"]})
+    f = flow(app="tls", tls=TlsInfo("1.2", ("1.3", "1.2")))
     assert judge(View(), dst, f) == [Finding(
         kind="tls-version", severity="warning",
         requirement="pod db/pg-0 annotation flowwarden.io/tls-min-version=1.3",
@@ -100,15 +101,15 @@ def test_tls_below_the_minimum_is_a_warning_naming_its_source():
 
 def test_without_a_server_answer_the_highest_offered_version_counts():
     dst = pod(annotations={MIN: "1.2"})
-    old = flow(app="tls", tls={"version": None, "offered_versions": ["1.0", "1.1"]})
-    new = flow(app="tls", tls={"version": None, "offered_versions": ["1.1", "1.3"]})
+    old = flow(app="tls", tls=TlsInfo(None, ("1.0", "1.1")))
+    new = flow(app="tls", tls=TlsInfo(None, ("1.1", "1.3")))
     assert judge(View(), dst, old)[0].detail == {"version": "1.1", "min_version": "1.2"}
     assert judge(View(), dst, new) == []
 
 
 def test_tls_meeting_the_requirement_has_no_finding():
     dst = pod(annotations={REQ: "true", MIN: "1.2"})
-    assert judge(View(), dst, flow(app="tls", tls={"version": "1.3", "offered_versions": ["1.3"]})) == []
+    assert judge(View(), dst, flow(app="tls", tls=TlsInfo("1.3", ("1.3",)))) == []
 
 
 CONFIG = {"tls": {"rules": [
@@ -122,7 +123,7 @@ def test_config_rules_apply_where_no_annotation_speaks():
     rules = load_tls_rules(CONFIG, source="flowwarden.yaml")
     view = View(ns={"db": Namespace("db", {})})
     assert judge(view, pod(), flow(), rules)[0].requirement == "rule tls.rules[0]"
-    weak = flow(app="tls", tls={"version": "1.2", "offered_versions": ["1.2"]})
+    weak = flow(app="tls", tls=TlsInfo("1.2", ("1.2",)))
     assert judge(view, pod(), weak, rules)[0].kind == "tls-version"
     assert judge(view, pod(annotations={REQ: "8443"}), flow(), rules) == []
 
@@ -157,19 +158,17 @@ def test_a_bad_rule_is_rejected_naming_source_and_field(cfg, field):
         load_tls_rules(cfg, source="flowwarden.yaml")
 
 
-def test_tls_record_carries_metadata_only():
+def test_tls_info_carries_metadata_only_and_computes_the_fingerprints_on_first_use():
     hello = bytes.fromhex("16030100 2d 01000029 0303") + bytes(32) + bytes.fromhex("00 0002c02f 0100")
     server = bytes.fromhex("16030300 2a 02000026 0303") + bytes(32) + bytes.fromhex("00 c02f 00")
-    cls = classify(hello, server, dst_port=443)
-    record = tls_record(cls)
-    assert record == {"version": "1.2", "offered_versions": ["1.2"], "sni": None, "alpn": [],
-                      "cipher": "0xc02f", "ja4": None, "ja3": None}
-    # The fingerprints are filled in when the flow is written out.
-    f = Flow("TCP", "10.0.0.1", 40000, "10.0.0.2", 443, 1.0, 1.0, tls=record, client_hello=cls.client_hello)
-    assert f.tls_fields() == {**record, "ja4": "t12i010000_f06271c2b022_000000000000", "ja3": record["ja3"]}
-    assert len(record["ja3"]) == 32
-    assert Flow("TCP", "10.0.0.1", 40000, "10.0.0.2", 443, 1.0, 1.0, tls={"ja4": "kept"}).tls_fields() == {"ja4": "kept"}
-    assert tls_record(classify(b"GET / HTTP/1.1\r\n", b"", dst_port=80)) is None
+    info = tls_info(classify(hello, server, dst_port=443))
+    assert (info.version, info.offered_versions, info.sni, info.alpn, info.cipher) == ("1.2", ("1.2",), None, (), "0xc02f")
+    f = Flow("TCP", "10.0.0.1", 40000, "10.0.0.2", 443, 1.0, 1.0, tls=info)
+    record = f.tls_fields()
+    assert record == {"version": "1.2", "offered_versions": ["1.2"], "sni": None, "alpn": [], "cipher": "0xc02f",
+                      "ja4": "t12i010000_f06271c2b022_000000000000", "ja3": record["ja3"]}
+    assert len(record["ja3"]) == 32 and f.tls_fields() is record, "computed once"
+    assert tls_info(classify(b"GET / HTTP/1.1\r\n", b"", dst_port=80)) is None
 
 
 def test_a_changed_namespace_annotation_reaches_the_next_flow_after_on_change():
