@@ -3,11 +3,13 @@
 Judges stage. `NetpolEngine` compiles every policy once (netpol_compile.py)
 into per-namespace tuples and answers `decide(src, dst, port, protocol)`; the
 answer is cached per (src, dst, port, protocol) and dropped precisely when a
-pod, namespace or policy it depended on changes (`on_change`). An end that is
-no pod is matched only by ipBlocks, so it is cached by its address class (which
-of the policies' CIDRs contain it): a flood from random addresses is one cold
-decision, not one per address; the reasons, which name the address, are
-rebuilt for each flow. `NetpolJudge`
+pod, namespace or policy it depended on changes (`on_change`). The cache key
+holds classes where the verdict cannot tell values apart: an end that is no pod
+is matched only by ipBlocks, so it is keyed by which of the policies' CIDRs
+contain it, and a port no policy names (no number, range or named port of the
+destination) is keyed as "any other port". A flood from random addresses or a
+scan of every port is then one cold decision, not one per address or port; the
+reasons, which name the address and port, are rebuilt for each flow. `NetpolJudge`
 wraps the engine for the pipeline (`policy-violation` findings) and
 `evaluate`/what-if reuse `decide_flow`.
 
@@ -60,7 +62,11 @@ class NetpolEngine:
         self._cache: dict[tuple, Decision] = {}
         self._keys_by_uid: dict[str, set[tuple]] = defaultdict(set)
         self._keys_by_ns: dict[str, set[tuple]] = defaultdict(set)
-        self._networks: tuple = ()  # every CIDR (and except) of every policy: what an address class is made of
+        # What the key's classes are made of: every CIDR (and except) and every port range of every
+        # policy, and whether any names a port.
+        self._networks: tuple = ()
+        self._port_ranges: tuple[tuple[int, int], ...] = ()
+        self._named_ports = False
         self.cold_decisions = 0
         for ns in view.namespaces():
             self._ns_labels[ns.name] = _with_name_label(ns.name, ns.labels)
@@ -71,20 +77,20 @@ class NetpolEngine:
             self._extra[p.namespace][p.name] = compile_policy(p)
         for ns in set(self._cluster) | set(self._extra):
             self._rebuild(ns)
-        self._refresh_networks()
+        self._refresh_classes()
 
     # -- verdicts -------------------------------------------------------------
 
     def decide(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:
         """The verdict for src -> dst on port/protocol (dst taken as is, even a Service)."""
-        key = (src.kind, src.uid, self._where(src), dst.kind, dst.uid, self._where(dst), port, protocol)
-        decision = self._cache.get(key)
-        if decision is None:
+        port_class = self._port_class(port, dst)
+        key = (src.kind, src.uid, self._where(src), dst.kind, dst.uid, self._where(dst), port_class, protocol)
+        cached = self._cache.get(key)
+        if cached is None:
             return self._decide_cold(key, src, dst, port, protocol)
-        if src.kind != POD or dst.kind != POD:  # cached for the address class: explain this flow's ends
-            decision = replace(decision, reasons=(
-                side_reason(decision.egress, subject=src, peer=dst, port=port, protocol=protocol),
-                side_reason(decision.ingress, subject=dst, peer=src, port=port, protocol=protocol)))
+        decision, explained_for = cached
+        if explained_for != (src.ip, dst.ip, port):  # cached for a class: explain this flow's ends and port
+            decision = replace(decision, reasons=_reasons(decision, src, dst, port, protocol))
         return decision
 
     def _where(self, ep: Endpoint) -> object:
@@ -97,13 +103,25 @@ class NetpolEngine:
             return ()
         return tuple(i for i, net in enumerate(self._networks) if ip in net)
 
-    def _refresh_networks(self) -> None:
-        nets = dict.fromkeys(
-            net for policies in self._by_ns.values() for cp in policies for rules in (cp.ingress, cp.egress)
-            for rule in rules or () for peer in rule.peers or () if peer.net is not None
-            for net in (peer.net, *peer.excepts))
-        if tuple(nets) != self._networks:  # the classes changed: no cached key means what it did
-            self._networks = tuple(nets)
+    def _port_class(self, port: int, dst: Endpoint) -> int | None:
+        """The port itself when a policy could tell it from others, else None ("any other port")."""
+        if any(lo <= port <= hi for lo, hi in self._port_ranges):
+            return port
+        if self._named_ports and dst.kind == POD and any(cp.port == port for cp in dst.ports):
+            return port
+        return None
+
+    def _refresh_classes(self) -> None:
+        rules = [rule for policies in self._by_ns.values() for cp in policies
+                 for rules in (cp.ingress, cp.egress) for rule in rules or ()]
+        nets = tuple(dict.fromkeys(net for rule in rules for peer in rule.peers or () if peer.net is not None
+                                   for net in (peer.net, *peer.excepts)))
+        specs = [spec for rule in rules for spec in rule.ports or ()]
+        ranges = tuple(sorted({(s.lo, s.hi) for s in specs if s.lo is not None}))
+        named = any(s.name is not None for s in specs)
+        if (nets, ranges, named) != (self._networks, self._port_ranges, self._named_ports):
+            # The classes changed: no cached key means what it did.
+            self._networks, self._port_ranges, self._named_ports = nets, ranges, named
             self.clear_cache()
 
     def decide_flow(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:
@@ -131,19 +149,12 @@ class NetpolEngine:
                             dst_ports=dst_ports)
         ingress = self._side(INGRESS, subject=dst, peer=src, port=port, protocol=protocol,
                              dst_ports=dst_ports)
-        verdict = ALLOW if egress.allowed and ingress.allowed else DENY
-        reasons = (side_reason(egress, subject=src, peer=dst, port=port, protocol=protocol),
-                   side_reason(ingress, subject=dst, peer=src, port=port, protocol=protocol))
-        if src.kind == POD and dst.kind == POD and src.uid is not None and src.uid == dst.uid:
-            # As the upstream e2e model expects (AllowLoopback): a pod reaching
-            # its own IP never leaves its network namespace.
-            verdict = ALLOW
-            reasons = (f"loopback: {describe(src)} reaching itself is not subject to policy",)
-        decision = Decision(verdict, egress, ingress,
-                            deciding_policies(verdict, egress, ingress), reasons)
+        verdict = ALLOW if egress.allowed and ingress.allowed or _loopback(src, dst) else DENY
+        decision = Decision(verdict, egress, ingress, deciding_policies(verdict, egress, ingress))
+        decision = replace(decision, reasons=_reasons(decision, src, dst, port, protocol))
         if len(self._cache) >= self._max_cache:
             self.clear_cache()
-        self._cache[key] = decision
+        self._cache[key] = (decision, (src.ip, dst.ip, port))
         for ep in (src, dst):
             if ep.kind == POD:
                 self._keys_by_uid[ep.uid].add(key)
@@ -204,7 +215,7 @@ class NetpolEngine:
                 self._rebuild(new.namespace)
             for ns in {p.namespace for p in (old, new) if p is not None}:
                 self._invalidate(self._keys_by_ns.pop(ns, ()))
-            self._refresh_networks()
+            self._refresh_classes()
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -297,6 +308,19 @@ def _port_index(ports: tuple[PortSpec, ...] | None, *, port: int, protocol: str,
         elif spec.lo is None or spec.lo <= port <= spec.hi:
             return k
     return False
+
+
+def _loopback(src: Endpoint, dst: Endpoint) -> bool:
+    """As the upstream e2e model expects (AllowLoopback): a pod reaching its own IP never leaves
+    its network namespace, so no policy applies."""
+    return src.kind == POD and dst.kind == POD and src.uid is not None and src.uid == dst.uid
+
+
+def _reasons(decision: Decision, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> tuple[str, ...]:
+    if _loopback(src, dst):
+        return (f"loopback: {describe(src)} reaching itself is not subject to policy",)
+    return (side_reason(decision.egress, subject=src, peer=dst, port=port, protocol=protocol),
+            side_reason(decision.ingress, subject=dst, peer=src, port=port, protocol=protocol))
 
 
 def _with_name_label(name: str, labels: Mapping[str, str]) -> Mapping[str, str]:
