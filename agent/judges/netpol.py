@@ -3,13 +3,15 @@
 Judges stage. `NetpolEngine` compiles every policy once (netpol_compile.py)
 into per-namespace tuples and answers `decide(src, dst, port, protocol)`; the
 answer is cached per (src, dst, port, protocol) and dropped precisely when a
-pod, namespace or policy it depended on changes (`on_change`). The cache key
-holds classes where the verdict cannot tell values apart: an end that is no pod
-is matched only by ipBlocks, so it is keyed by which of the policies' CIDRs
-contain it, and a port no policy names (no number, range or named port of the
-destination) is keyed as "any other port". A flood from random addresses or a
-scan of every port is then one cold decision, not one per address or port; the
-reasons, which name the address and port, are rebuilt for each flow. `NetpolJudge`
+namespace or policy it depended on changes (`on_change`). The cache key holds
+classes where the verdict cannot tell values apart: a pod by what policies can
+see of it (namespace, labels, ports when a policy names one, and which of the
+policies' CIDRs hold its address), so the replicas of a workload share their
+decisions; any other end by which CIDRs hold its address (ipBlocks are all that
+match it); a port no policy names (no number, range or named port) as "any
+other port". A flood from random addresses or a scan of every port is then one
+cold decision, not one per address or port; the reasons, which name the ends
+and the port, are rebuilt for each flow. `NetpolJudge`
 wraps the engine for the pipeline (`policy-violation` findings) and
 `evaluate`/what-if reuse `decide_flow`.
 
@@ -60,8 +62,8 @@ class NetpolEngine:
         self._extra: dict[str, dict[str, CompiledPolicy]] = defaultdict(dict)
         self._by_ns: dict[str, tuple[CompiledPolicy, ...]] = {}
         self._cache: dict[tuple, Decision] = {}
-        self._keys_by_uid: dict[str, set[tuple]] = defaultdict(set)
         self._keys_by_ns: dict[str, set[tuple]] = defaultdict(set)
+        self._pod_classes: dict[str, tuple] = {}  # uid -> what policies can see of the pod
         # What the key's classes are made of: every CIDR (and except) and every port range of every
         # policy, and whether any names a port.
         self._networks: tuple = ()
@@ -83,8 +85,7 @@ class NetpolEngine:
 
     def decide(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:
         """The verdict for src -> dst on port/protocol (dst taken as is, even a Service)."""
-        port_class = self._port_class(port, dst)
-        key = (src.kind, src.uid, self._where(src), dst.kind, dst.uid, self._where(dst), port_class, protocol)
+        key = (self._class(src), self._class(dst), self._port_class(port, dst), protocol, _loopback(src, dst))
         cached = self._cache.get(key)
         if cached is None:
             return self._decide_cold(key, src, dst, port, protocol)
@@ -93,12 +94,23 @@ class NetpolEngine:
             decision = replace(decision, reasons=_reasons(decision, src, dst, port, protocol))
         return decision
 
-    def _where(self, ep: Endpoint) -> object:
-        """A pod's address, or the class of any other end's address: the CIDRs that contain it."""
-        if ep.kind == POD:
-            return ep.ip
+    def _class(self, ep: Endpoint) -> tuple:
+        """What policies can tell of an end: see the module docstring."""
+        if ep.kind != POD:
+            return (ep.kind, self._address_class(ep.ip))
+        cls = self._pod_classes.get(ep.uid)
+        if cls is None:
+            cls = self._pod_classes[ep.uid] = (
+                POD, ep.namespace, frozenset(ep.labels.items()), ep.ports if self._named_ports else (),
+                self._address_class(ep.ip))
+        return cls
+
+    def _address_class(self, address: str) -> tuple[int, ...]:
+        """Which of the policies' CIDRs (and excepts) contain the address."""
+        if not self._networks:
+            return ()
         try:
-            ip = ipaddress.ip_address(ep.ip)
+            ip = ipaddress.ip_address(address)
         except ValueError:
             return ()
         return tuple(i for i, net in enumerate(self._networks) if ip in net)
@@ -157,7 +169,6 @@ class NetpolEngine:
         self._cache[key] = (decision, (src.ip, dst.ip, port))
         for ep in (src, dst):
             if ep.kind == POD:
-                self._keys_by_uid[ep.uid].add(key)
                 self._keys_by_ns[ep.namespace].add(key)
         return decision
 
@@ -195,9 +206,9 @@ class NetpolEngine:
         obj = new if new is not None else old
         if obj is None:
             return
-        if kind == "Pod":
+        if kind == "Pod":  # a changed pod is another class: its old class stays right for others
             if old is None or new is None or _pod_facts(old) != _pod_facts(new):
-                self._invalidate(self._keys_by_uid.pop(obj.uid, ()))
+                self._pod_classes.pop(obj.uid, None)
         elif kind == "Namespace":
             labels = new.labels if new is not None else {}
             self._ns_labels[obj.name] = _with_name_label(obj.name, labels)
@@ -219,8 +230,8 @@ class NetpolEngine:
 
     def clear_cache(self) -> None:
         self._cache.clear()
-        self._keys_by_uid.clear()
         self._keys_by_ns.clear()
+        self._pod_classes.clear()
 
     @property
     def cache_size(self) -> int:

@@ -41,14 +41,25 @@ def test_a_pod_label_change_gives_a_fresh_decision_for_the_same_uid(e2e):
     assert engine.decide(e2e.ep("x/c"), e2e.ep("x/a"), 80, "TCP").verdict == ALLOW
 
 
-def test_pod_change_invalidates_only_that_pods_decisions(e2e):
+def test_a_relabelled_pod_is_judged_by_its_new_labels_and_other_decisions_are_kept(e2e):
     e2e.policy("x/p", ONLY_FROM_B)
     engine = NetpolEngine(e2e)
     kept = engine.decide(e2e.ep("y/a"), e2e.ep("x/a"), 80, "TCP")
-    engine.decide(e2e.ep("x/c"), e2e.ep("x/a"), 80, "TCP")
-    engine.on_change("Pod", e2e.pod("x/c"), None)
-    assert engine.cache_size == 1
+    assert engine.decide(e2e.ep("x/c"), e2e.ep("x/a"), 80, "TCP").verdict == DENY
+    old = e2e.pod("x/c")
+    engine.on_change("Pod", old, e2e.add_pod(dataclasses.replace(old, labels={"pod": "b"})))
+    assert engine.decide(e2e.ep("x/c"), e2e.ep("x/a"), 80, "TCP").verdict == ALLOW
     assert engine.decide(e2e.ep("y/a"), e2e.ep("x/a"), 80, "TCP") is kept
+
+
+def test_replicas_with_the_same_labels_share_one_cold_decision_and_keep_their_own_reasons(e2e):
+    e2e.policy("x/p", ONLY_FROM_B)
+    for i in range(5):
+        e2e.new_pod(f"y/replica-{i}", f"192.168.2.{100 + i}", labels={"pod": "c"})
+    engine = NetpolEngine(e2e)
+    decisions = [engine.decide(e2e.ep(f"y/replica-{i}"), e2e.ep("x/a"), 80, "TCP") for i in range(5)]
+    assert engine.cold_decisions == 1 and {d.verdict for d in decisions} == {DENY}
+    assert [d.reasons[1].split(" admits ")[1] for d in decisions] == [f"y/replica-{i} on 80/TCP" for i in range(5)]
 
 
 def test_an_unchanged_pod_update_keeps_the_cache(e2e):
