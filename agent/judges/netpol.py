@@ -83,14 +83,17 @@ class NetpolEngine:
 
     # -- verdicts -------------------------------------------------------------
 
-    def decide(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:
-        """The verdict for src -> dst on port/protocol (dst taken as is, even a Service)."""
+    def decide(self, src: Endpoint, dst: Endpoint, port: int, protocol: str, *, explain: bool = True) -> Decision:
+        """The verdict for src -> dst on port/protocol (dst taken as is, even a Service).
+
+        `explain=False`: the reasons may speak of other ends of the same class (cheaper, for
+        callers that only read the verdict)."""
         key = (self._class(src), self._class(dst), self._port_class(port, dst), protocol, _loopback(src, dst))
         cached = self._cache.get(key)
         if cached is None:
             return self._decide_cold(key, src, dst, port, protocol)
         decision, explained_for = cached
-        if explained_for != (src.ip, dst.ip, port):  # cached for a class: explain this flow's ends and port
+        if explain and explained_for != (src.ip, dst.ip, port):  # cached for a class: explain this flow
             decision = replace(decision, reasons=_reasons(decision, src, dst, port, protocol))
         return decision
 
@@ -136,7 +139,8 @@ class NetpolEngine:
             self._networks, self._port_ranges, self._named_ports = nets, ranges, named
             self.clear_cache()
 
-    def decide_flow(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:
+    def decide_flow(self, src: Endpoint, dst: Endpoint, port: int, protocol: str, *,
+                    explain: bool = True) -> Decision:
         """Like `decide`, but an end that stands for several pods is judged on each of them,
         and denied if any would deny: a Service's backends (on the port kube-proxy sends the
         flow to) and the claimants of an ambiguous address (never a guess)."""
@@ -147,10 +151,10 @@ class NetpolEngine:
         elif dst.attribution == AMBIGUOUS and dst.candidates:
             targets = [(c, port) for c in dst.candidates]
         elif len(srcs) == 1:
-            return self.decide(src, dst, port, protocol)
+            return self.decide(src, dst, port, protocol, explain=explain)
         else:
             targets = [(dst, port)]
-        results = [(c, self.decide(s, c, p, protocol)) for s in srcs for c, p in targets]
+        results = [(c, self.decide(s, c, p, protocol, explain=explain)) for s in srcs for c, p in targets]
         return combine_backends(dst, results)
 
     def _decide_cold(self, key: tuple, src: Endpoint, dst: Endpoint, port: int,
@@ -362,9 +366,10 @@ class NetpolJudge:
     def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
         if not self.view.synced or flow.protocol not in JUDGED_PROTOCOLS:
             return []
-        decision = self.decide_flow(src, dst, flow.dst_port, flow.protocol)
+        decision = self.engine.decide_flow(src, dst, flow.dst_port, flow.protocol, explain=False)
         if decision.verdict == ALLOW:
             return []
+        decision = self.engine.decide_flow(src, dst, flow.dst_port, flow.protocol)  # explained: cached now
         return [Finding(
             kind=POLICY_VIOLATION,
             severity=CRITICAL if flow.established else WARNING,
@@ -393,9 +398,11 @@ class WhatIfJudge:
     def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
         if not self.view.synced or flow.protocol not in JUDGED_PROTOCOLS:
             return []
-        change = policy_change(self.before.decide_flow(src, dst, flow.dst_port, flow.protocol),
-                               self.after.decide_flow(src, dst, flow.dst_port, flow.protocol))
-        return [change] if change is not None else []
+        args = (src, dst, flow.dst_port, flow.protocol)
+        before, after = self.before.decide_flow(*args, explain=False), self.after.decide_flow(*args, explain=False)
+        if before.verdict == after.verdict:
+            return []
+        return [policy_change(self.before.decide_flow(*args), self.after.decide_flow(*args))]
 
     def on_change(self, kind: str, old, new) -> None:
         self.after.on_change(kind, old, new)
