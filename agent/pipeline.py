@@ -1,8 +1,9 @@
 """Wiring: capture -> decode -> flows -> inventory -> judges -> sinks.
 
 The only module that knows the stage order. `replay` and the live agent build a
-`Pipeline` and feed it batches of frames; `evaluate` hands it flows. Everything
-after the entry is one code path.
+`Pipeline` and feed it batches of frames; everything after the entry is one code
+path (`evaluate` still asks the NetworkPolicy engine directly: it explains
+allowed flows too, which no judge reports).
 
 A connection is judged at the earliest point of its life where each verdict is
 known (STYLE §5): the flow table reports its answer (or its silence after

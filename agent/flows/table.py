@@ -293,11 +293,14 @@ class FlowTable:
     def _decided(self, flow: Flow, track: Track, result: Classification) -> None:
         """The first bytes are classified for good: free the buffers, tell the owner."""
         track.result = result
+        self._release(track)
+        _finish(flow, result)
+        self.on_classified(flow, result)
+
+    def _release(self, track: Track) -> None:
         track.client = track.server = track.hello = None
         self.stream_bytes -= track.held
         track.held = 0
-        _finish(flow, result)
-        self.on_classified(flow, result)
 
     @staticmethod
     def _final(flow: Flow, track: Track) -> Classification:
@@ -345,8 +348,7 @@ class FlowTable:
             result = track.result
             if result is None and track.held:  # no byte seen: nothing to classify
                 result = self._final(flow, track)
-                self.stream_bytes -= track.held
-                track.client = track.server = None
+                self._release(track)
             if flow.app is None:
                 _finish(flow, result)
         self.on_end(flow, result)
