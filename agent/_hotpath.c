@@ -14,7 +14,7 @@
  * runs when this module is not built.
  *
  *   setup(DecodeError, Skip)                once, from agent/decode/hotpath.py
- *   flow_types(Flow, Track, StreamStart, template, PROTOCOLS, CLASSIFY_BYTES)
+ *   flow_types(Flow, Track, template, PROTOCOLS)
  *                                           once, from agent/flows/table.py
  *   decode(linktype, frame)                 = agent.decode.packet.decode_frame
  *   ingest(table, frames)                   fold a list of (ts, linktype, frame)
@@ -247,12 +247,12 @@ static PyObject *packet_reason(const Packet *p) {
 /* ---------------------------------------------------------- module state */
 
 static PyTypeObject *flow_type, *track_type;
-static PyObject *stream_type, *flow_template, *classify_bytes, *proto_names;  /* proto_names: model.PROTOCOLS */
+static PyObject *flow_template, *proto_names;  /* proto_names: model.PROTOCOLS */
 static Py_ssize_t flow_slots[64];  /* every slot of Flow, for cloning the template */
 static Py_ssize_t n_flow_slots;
 static PyObject *decode_error, *skip_error;
 static Py_ssize_t off_last_seen, off_packets_src, off_bytes_src, off_packets_dst, off_bytes_dst,
-    off_established, off_closed, off_result, off_server, off_fins, off_protocol, off_src_ip, off_src_port,
+    off_established, off_closed, off_result, off_server, off_server_isn, off_fins, off_protocol, off_src_ip, off_src_port,
     off_dst_ip, off_dst_port, off_first_seen, off_mid_stream;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -306,9 +306,9 @@ static PyObject *setup(PyObject *self, PyObject *args) {
 }
 
 static PyObject *flow_types(PyObject *self, PyObject *args) {
-    PyObject *flow, *track, *stream, *template, *protocols, *cap;
-    if (!PyArg_ParseTuple(args, "O!O!O!OO!O!", &PyType_Type, &flow, &PyType_Type, &track, &PyType_Type, &stream,
-                          &template, &PyDict_Type, &protocols, &PyLong_Type, &cap))
+    PyObject *flow, *track, *template, *protocols;
+    if (!PyArg_ParseTuple(args, "O!O!OO!", &PyType_Type, &flow, &PyType_Type, &track, &template, &PyDict_Type,
+                          &protocols))
         return NULL;
     PyTypeObject *ft = (PyTypeObject *)flow, *tt = (PyTypeObject *)track;
     if (!Py_IS_TYPE(template, ft)) {
@@ -323,7 +323,7 @@ static PyObject *flow_types(PyObject *self, PyObject *args) {
         member_offset(ft, "dst_ip", &off_dst_ip) || member_offset(ft, "dst_port", &off_dst_port) ||
         member_offset(ft, "first_seen", &off_first_seen) || member_offset(ft, "mid_stream", &off_mid_stream) ||
         member_offset(tt, "result", &off_result) || member_offset(tt, "server", &off_server) ||
-        member_offset(tt, "fins", &off_fins))
+        member_offset(tt, "server_isn", &off_server_isn) || member_offset(tt, "fins", &off_fins))
         return NULL;
     PyObject *names = PyObject_GetAttrString(flow, "__slots__");
     PyObject *seq = names ? PySequence_Fast(names, "Flow.__slots__ is a sequence") : NULL;
@@ -343,10 +343,8 @@ static PyObject *flow_types(PyObject *self, PyObject *args) {
     }
     Py_XSETREF(flow_type, (PyTypeObject *)Py_NewRef(flow));
     Py_XSETREF(track_type, (PyTypeObject *)Py_NewRef(track));
-    Py_XSETREF(stream_type, Py_NewRef(stream));
     Py_XSETREF(flow_template, Py_NewRef(template));
     Py_XSETREF(proto_names, Py_NewRef(protocols));
-    Py_XSETREF(classify_bytes, Py_NewRef(cap));
     Py_RETURN_NONE;
 }
 
@@ -501,7 +499,7 @@ static PyObject *start_flow(Table *t, PyObject *ts, const Packet *p, PyObject *k
     if (klen > 2 * a + 4) rk[2 * a + 4] = (uint8_t)p->proto;
     PyObject *reversed = PyBytes_FromStringAndSize((const char *)rk, klen);
     PyObject *src = ip_text(t, p->src, a), *dst = ip_text(t, p->dst, a), *name = proto_name(p->proto);
-    PyObject *flow = NULL, *track = NULL, *client = NULL, *server = NULL, *fwd = NULL, *rev = NULL, *result = NULL;
+    PyObject *flow = NULL, *track = NULL, *fwd = NULL, *rev = NULL, *result = NULL;
     if (reversed == NULL || src == NULL || dst == NULL || name == NULL || (flow = clone_template()) == NULL) goto done;
     PyObject *fkey = key, *rkey = reversed;  /* the keys of the initiator's packets and of the answers */
     if (!forward) {  /* this packet's sender is the responder */
@@ -523,13 +521,10 @@ static PyObject *start_flow(Table *t, PyObject *ts, const Packet *p, PyObject *k
     if (p->proto == 6) {  /* mid-stream flows are tracked too, but only a TLS handshake will count */
         PyObject *seq = PyLong_FromUnsignedLong(p->seq);
         if (seq == NULL) goto done;
-        PyObject *client_isn = mid_stream || !forward ? Py_None : seq;  /* a SYN-ACK first: the client's is unseen */
-        client = PyObject_CallFunctionObjArgs(stream_type, client_isn, classify_bytes, NULL);
-        server = mid_stream || forward ? Py_NewRef(Py_None)
-                                       : PyObject_CallFunctionObjArgs(stream_type, seq, classify_bytes, NULL);
+        /* Track(client_isn, server_isn); a SYN-ACK first: the client's ISN is unseen */
+        track = PyObject_CallFunctionObjArgs((PyObject *)track_type, mid_stream || !forward ? Py_None : seq,
+                                             mid_stream || forward ? Py_None : seq, NULL);
         Py_DECREF(seq);
-        if (client == NULL || server == NULL) goto done;
-        track = PyObject_CallFunctionObjArgs((PyObject *)track_type, client, server, NULL);
     } else {
         track = Py_NewRef(Py_None);
     }
@@ -547,8 +542,6 @@ done:
     Py_XDECREF(dst);
     Py_XDECREF(name);
     Py_XDECREF(flow);
-    Py_XDECREF(client);
-    Py_XDECREF(server);
     Py_XDECREF(track);
     Py_XDECREF(fwd);
     Py_XDECREF(rev);
@@ -605,7 +598,7 @@ static int fold(Table *t, PyObject *ts, long long linktype, const uint8_t *frame
                                                         (unsigned long)seq, payload)) < 0)
                     goto done;
             } else if ((p.flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) && !forward &&
-                       SLOT(track, off_server) == Py_None) {
+                       SLOT(track, off_server) == Py_None && SLOT(track, off_server_isn) == Py_None) {
                 if (call_void(t->server, Py_BuildValue("Ok", track, (unsigned long)p.seq)) < 0) goto done;
             }
         }
@@ -782,7 +775,7 @@ static PyObject *py_records(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "setup(DecodeError, Skip): what decode raises."},
     {"flow_types", flow_types, METH_VARARGS,
-     "flow_types(Flow, Track, StreamStart, template, PROTOCOLS, CLASSIFY_BYTES): what the fold makes and updates."},
+     "flow_types(Flow, Track, template, PROTOCOLS): what the fold makes and updates."},
     {"decode", py_decode, METH_VARARGS, "decode(linktype, frame): as agent.decode.packet.decode_frame."},
     {"ingest", py_ingest, METH_VARARGS, "ingest(table, frames) -> last timestamp: fold frames into a FlowTable."},
     {"scan_pcap", py_scan_pcap, METH_VARARGS,

@@ -40,11 +40,16 @@ CLASSIFY_BYTES = 16384  # first bytes of each direction kept until the connectio
 
 
 class Track:
-    """Per-flow state that only matters until the flow is classified or closed."""
-    __slots__ = ("client", "server", "result", "fins", "hello", "due", "held")
+    """Per-flow state that only matters until the flow is classified or closed.
 
-    def __init__(self, client: StreamStart | None, server: StreamStart | None):
-        self.client, self.server, self.result = client, server, None
+    A direction's buffer is made at its first byte (most flows of a scan or a flood have
+    none); until then only its initial sequence number is kept (None: not seen)."""
+    __slots__ = ("client", "server", "client_isn", "server_isn", "result", "fins", "hello", "due", "held")
+
+    def __init__(self, client_isn: int | None, server_isn: int | None):
+        self.client: StreamStart | None = None
+        self.server: StreamStart | None = None
+        self.client_isn, self.server_isn, self.result = client_isn, server_isn, None
         self.fins = 0  # bit 1: the initiator sent a FIN, bit 2: the responder did
         self.hello: Classification | None = None  # TLS with its ClientHello parsed: awaiting the answer
         self.due = 0.0  # when the first bytes must be decided (answer_timeout after they began)
@@ -86,7 +91,7 @@ def _sender_is_server(sport: int, dport: int) -> bool:
 
 if HOTPATH is not None:
     # New flows are copies of this one (every field its dataclass default) with the packet's fields set.
-    HOTPATH.flow_types(Flow, Track, StreamStart, Flow("", "", 0, "", 0, 0.0, 0.0), PROTOCOLS, CLASSIFY_BYTES)
+    HOTPATH.flow_types(Flow, Track, Flow("", "", 0, "", 0, 0.0, 0.0), PROTOCOLS)
 
 
 class FlowTable:
@@ -111,7 +116,8 @@ class FlowTable:
         self.last_shed = float("-inf")  # when a cap last bit
         self.stream_bytes = 0  # first bytes buffered over all flows being classified
         self.now = 0.0
-        self._deadlines: deque[tuple[float, tuple, bool]] = deque()  # (when, entry, answer or classification)
+        # (when, key, first_seen, answer or classification): a flow ended early is not kept alive by it.
+        self._deadlines: deque[tuple[float, bytes, float, bool]] = deque()
         self._next_sweep = 0.0
         self._since_sweep = 0
         self._ip_cache: dict[bytes, str] = {}
@@ -189,7 +195,8 @@ class FlowTable:
                     if end > start:  # data on a SYN (TCP Fast Open) starts one after its sequence number
                         self._payload(entry, forward, (seq + 1) & 0xFFFFFFFF if flags & TCP_SYN else seq,
                                       frame[start:end])
-                    elif flags & _SYN_ACK == _SYN_ACK and not forward and track.server is None:
+                    elif (flags & _SYN_ACK == _SYN_ACK and not forward and track.server is None
+                          and track.server_isn is None):
                         self._server_start(track, seq)
         return frames[-1][0]
 
@@ -215,10 +222,8 @@ class FlowTable:
         flow.mid_stream, flow.established = mid_stream, established
         track = None
         if proto == 6:  # mid-stream flows are tracked too, but only a TLS handshake will count
-            cap = CLASSIFY_BYTES
-            track = (Track(StreamStart(None, cap), None) if mid_stream else
-                     Track(StreamStart(seq, cap), None) if forward else
-                     Track(StreamStart(None, cap), StreamStart(seq, cap)))
+            track = (Track(None, None) if mid_stream else Track(seq, None) if forward else
+                     Track(None, seq))  # a SYN-ACK first: the client's ISN is unseen
         entry_fwd, entry_rev = (flow, True, track, rkey), (flow, False, track, key)
         # Reverse first: when both ends are one address and port, key == rkey and the forward entry must win.
         self.flows[rkey], self.flows[key] = entry_rev, entry_fwd
@@ -230,7 +235,7 @@ class FlowTable:
         """A flow was stored (both paths): count it, arm its answer deadline, keep the table under its cap."""
         self.flows_started += 1
         flow = entry[0]
-        self._deadlines.append((flow.first_seen + self.settings.answer_timeout, entry, True))
+        self._deadlines.append((flow.first_seen + self.settings.answer_timeout, entry[3], flow.first_seen, True))
         if self.on_start is not None:
             self.on_start(flow)
         if len(self.flows) > 2 * self.settings.max_flows:
@@ -260,13 +265,15 @@ class FlowTable:
         flow, track = entry[0], entry[2]
         if forward:
             stream = track.client
+            if stream is None:  # without a SYN seen (None), the first segment starts the stream
+                stream = track.client = StreamStart(track.client_isn, CLASSIFY_BYTES)
         else:
-            if track.server is None:  # the SYN-ACK was not seen: the first segment starts it
-                track.server = StreamStart(None, CLASSIFY_BYTES)
             stream = track.server
+            if stream is None:
+                stream = track.server = StreamStart(track.server_isn, CLASSIFY_BYTES)
         if not track.due:  # the first bytes: they must be decided within answer_timeout
             track.due = flow.last_seen + self.settings.answer_timeout
-            self._deadlines.append((track.due, entry, False))
+            self._deadlines.append((track.due, entry[3], flow.first_seen, False))
         if not stream.full:
             held = min(len(payload), CLASSIFY_BYTES)
             track.held += held
@@ -281,7 +288,7 @@ class FlowTable:
         if waiting is not None and waiting.upgraded is None and waiting.tunnel is None:
             result = classify_answer(waiting, track.server.data)  # the ClientHello is not parsed again
         else:
-            result = classify(track.client.data, track.server.data if track.server else b"", dst_port=flow.dst_port)
+            result = self._final(flow, track)
         if result.complete or stream.full:
             self._decided(flow, track, result)
         elif self.stream_bytes > self.settings.max_stream_bytes:
@@ -305,17 +312,18 @@ class FlowTable:
     @staticmethod
     def _final(flow: Flow, track: Track) -> Classification:
         """What the first bytes are, with no more to come (the connection ended or waited too long)."""
-        return classify(track.client.data, track.server.data if track.server else b"", dst_port=flow.dst_port)
+        return classify(track.client.data if track.client else b"", track.server.data if track.server else b"",
+                        dst_port=flow.dst_port)
 
     def _expire(self, now: float) -> None:
         """Deadlines passed: unanswered flows are judged so, undecided first bytes are decided as they are."""
         deadlines, flows = self._deadlines, self.flows
         while deadlines and deadlines[0][0] <= now:
-            _, entry, answer = deadlines.popleft()
-            flow, track = entry[0], entry[2]
-            live = flows.get(entry[3])
-            if live is None or live[0] is not flow:  # ended since
+            _, key, first_seen, answer = deadlines.popleft()
+            entry = flows.get(key)
+            if entry is None or entry[0].first_seen != first_seen:  # ended since (the key may be reused)
                 continue
+            flow, track = entry[0], entry[2]
             if answer:
                 if flow.packets_dst == 0:
                     self.on_answer(flow)
@@ -325,7 +333,7 @@ class FlowTable:
     @staticmethod
     def _server_start(track: Track, isn: int) -> None:
         """The SYN-ACK: the server's stream starts after its sequence number."""
-        track.server = StreamStart(isn, CLASSIFY_BYTES)
+        track.server_isn = isn
 
     @staticmethod
     def _close(flow: Flow, track: Track, flags: int, forward: bool) -> None:
