@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 FW     := $(VENV)/bin/flowwarden
-# System tools the live tests and the pcap recording need (Debian package names).
-SYSTEM_TOOLS := ip:iproute2 tcpdump:tcpdump openssl:openssl curl:curl nft:nftables
+# System tools the live tests, the pcap recording and tests/deploy need (Debian package names;
+# prometheus brings promtool and the Prometheus server of the alerting end-to-end test).
+SYSTEM_TOOLS := ip:iproute2 tcpdump:tcpdump openssl:openssl curl:curl nft:nftables promtool:prometheus setcap:libcap2-bin
 
 .PHONY: demo test bench tools clean record
 
