@@ -25,7 +25,7 @@ class FlowConfig:
     """Seconds without packets after which a UDP or SCTP flow ends."""
     closed_linger: float = 5.0
     """Seconds a TCP flow is kept after FIN/RST, for the last ACKs."""
-    max_flows: int = 200_000
+    max_flows: int = 100_000
     """Flows held at once (~1 KiB each); past it the oldest flows end early (counted as evictions)."""
     answer_timeout: float = 2.0
     """Seconds a connection may wait for its answer (SYN-ACK, reply, refusal) before it is judged unanswered."""
