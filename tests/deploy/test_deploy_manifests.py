@@ -5,6 +5,7 @@ rendered DaemonSet, RBAC, Service and monitoring objects say what docs/deploy.md
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -249,3 +250,19 @@ def test_the_dashboard_is_a_grafana_configmap_with_every_panel_asked_for(monitor
     assert "by (kind, src_namespace, dst_namespace)" in exprs and "by (node)" in exprs
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_the_readme_deploy_section_builds_and_its_commands_select_the_agents(base, tmp_path):
+    section = (ROOT / "README.md").read_text().split("\n## Deploy\n", 1)[1]
+    (overlay,) = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+    kustomization = yaml.safe_load(overlay)
+    relocate = lambda p: os.path.relpath(ROOT / p.removeprefix("../flowwarden/"), tmp_path)
+    kustomization["resources"] = [relocate(p) for p in kustomization["resources"]]
+    kustomization["components"] = [relocate(p) for p in kustomization["components"]]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    kinds = {o["kind"] for o in kustomize(tmp_path)}
+    assert {"DaemonSet", "ServiceMonitor", "PrometheusRule"} <= kinds
+    assert "kubectl apply -k daemonset/" in section
+    (logs,) = re.findall(r"kubectl logs -n (\S+) -l (\S+)=(\S+)", section)
+    ds = one(base, "DaemonSet")
+    assert logs == (ds["metadata"]["namespace"], *next(iter(ds["spec"]["template"]["metadata"]["labels"].items())))
