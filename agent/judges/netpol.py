@@ -25,6 +25,7 @@ destination pod.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections import defaultdict
 from dataclasses import replace
 from typing import Iterable, Mapping, Sequence
@@ -42,6 +43,8 @@ from agent.model import (
 
 # The API server labels every namespace with its name (since Kubernetes 1.21).
 DEFAULT_MAX_CACHE = 200_000  # decisions kept (~1 KiB each); past it the cache starts over
+MAX_ADDRESS_CLASSES = 65_536  # non-pod addresses whose class is remembered
+MAX_CLASSES = 1_000_000  # class ids remembered (pods come and go); past it they start over
 _UNSET = object()
 
 
@@ -63,12 +66,16 @@ class NetpolEngine:
         self._by_ns: dict[str, tuple[CompiledPolicy, ...]] = {}
         self._cache: dict[tuple, Decision] = {}
         self._keys_by_ns: dict[str, set[tuple]] = defaultdict(set)
-        self._pod_classes: dict[str, tuple] = {}  # uid -> what policies can see of the pod
+        self._pod_classes: dict[str, int] = {}  # uid -> class id of what policies can see of the pod
         # What the key's classes are made of: every CIDR (and except) and every port range of every
         # policy, and whether any names a port.
         self._networks: tuple = ()
         self._port_ranges: tuple[tuple[int, int], ...] = ()
+        self._port_named = bytes(65536)  # 1 for each port some policy's number or range covers
         self._named_ports = False
+        self._class_ids: dict[tuple, int] = {}  # a class (see _class) -> the small int keys hold
+        self._class_counter = itertools.count()
+        self._address_classes: dict[str, int] = {}  # non-pod address -> its class id (bounded)
         self.cold_decisions = 0
         for ns in view.namespaces():
             self._ns_labels[ns.name] = _with_name_label(ns.name, ns.labels)
@@ -97,16 +104,30 @@ class NetpolEngine:
             decision = replace(decision, reasons=_reasons(decision, src, dst, port, protocol))
         return decision
 
-    def _class(self, ep: Endpoint) -> tuple:
-        """What policies can tell of an end: see the module docstring."""
-        if ep.kind != POD:
-            return (ep.kind, self._address_class(ep.ip))
-        cls = self._pod_classes.get(ep.uid)
+    def _class(self, ep: Endpoint) -> int:
+        """What policies can tell of an end (see the module docstring), as a small int: cheap to hash."""
+        if ep.kind == POD:
+            cls = self._pod_classes.get(ep.uid)
+            if cls is None:
+                cls = self._pod_classes[ep.uid] = self._class_id(
+                    (POD, ep.namespace, frozenset(ep.labels.items()), ep.ports if self._named_ports else (),
+                     self._address_class(ep.ip)))
+            return cls
+        cls = self._address_classes.get(ep.ip)
         if cls is None:
-            cls = self._pod_classes[ep.uid] = (
-                POD, ep.namespace, frozenset(ep.labels.items()), ep.ports if self._named_ports else (),
-                self._address_class(ep.ip))
+            if len(self._address_classes) >= MAX_ADDRESS_CLASSES:  # a flood of random addresses
+                self._address_classes.clear()
+            cls = self._address_classes[ep.ip] = self._class_id((ep.kind, self._address_class(ep.ip)))
         return cls
+
+    def _class_id(self, cls: tuple) -> int:
+        """Never reused, so that forgetting classes (pods come and go) cannot make a stale key match."""
+        cid = self._class_ids.get(cls)
+        if cid is None:
+            if len(self._class_ids) >= MAX_CLASSES:
+                self._class_ids.clear()
+            cid = self._class_ids[cls] = next(self._class_counter)
+        return cid
 
     def _address_class(self, address: str) -> tuple[int, ...]:
         """Which of the policies' CIDRs (and excepts) contain the address."""
@@ -120,7 +141,7 @@ class NetpolEngine:
 
     def _port_class(self, port: int, dst: Endpoint) -> int | None:
         """The port itself when a policy could tell it from others, else None ("any other port")."""
-        if any(lo <= port <= hi for lo, hi in self._port_ranges):
+        if self._port_named[port]:
             return port
         if self._named_ports and dst.kind == POD and any(cp.port == port for cp in dst.ports):
             return port
@@ -137,6 +158,10 @@ class NetpolEngine:
         if (nets, ranges, named) != (self._networks, self._port_ranges, self._named_ports):
             # The classes changed: no cached key means what it did.
             self._networks, self._port_ranges, self._named_ports = nets, ranges, named
+            bits = bytearray(65536)
+            for lo, hi in ranges:
+                bits[lo:hi + 1] = b"\x01" * (hi + 1 - lo)
+            self._port_named = bytes(bits)
             self.clear_cache()
 
     def decide_flow(self, src: Endpoint, dst: Endpoint, port: int, protocol: str, *,
@@ -236,6 +261,7 @@ class NetpolEngine:
         self._cache.clear()
         self._keys_by_ns.clear()
         self._pod_classes.clear()
+        self._address_classes.clear()
 
     @property
     def cache_size(self) -> int:
