@@ -60,6 +60,7 @@ class Store:
         self._policies: dict[str, dict[str, NetworkPolicy]] = defaultdict(dict)
         self._services_by_pod: dict[str, dict[tuple[str, str], set[str]]] = defaultdict(dict)
         self._backends: dict[tuple[str, str], dict[str, tuple[str, ...]]] = defaultdict(dict)
+        self._backend_lists: dict[tuple[str, str], list[str]] = {}  # service_backends, until its slices change
         self._listeners: list[Listener] = []
         self.listener_errors = 0
 
@@ -157,8 +158,13 @@ class Store:
         return [services[k] for k in sorted(self._services_by_pod.get(uid, {})) if k in services]
 
     def service_backends(self, namespace: str, name: str) -> list[str]:
-        slices = self._backends.get((namespace, name), {})
-        return sorted({a for addresses in slices.values() for a in addresses})
+        """The addresses of a Service's backends, sorted (made again only when its slices change)."""
+        backends = self._backend_lists.get((namespace, name))
+        if backends is None:
+            slices = self._backends.get((namespace, name), {})
+            backends = self._backend_lists[(namespace, name)] = sorted(
+                {a for addresses in slices.values() for a in addresses})
+        return backends
 
     def get(self, kind: str, obj: Any) -> Any:
         """The stored object with the same identity as `obj` (same uid, or namespace and name)."""
@@ -238,6 +244,7 @@ class Store:
                     del self._services_by_pod[uid][service]
                     if not self._services_by_pod[uid]:
                         del self._services_by_pod[uid]
+            self._backend_lists.pop(service, None)
             backends = self._backends[service]
             if add:
                 backends[slice_.name] = slice_.addresses

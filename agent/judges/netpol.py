@@ -179,7 +179,14 @@ class NetpolEngine:
             return self.decide(src, dst, port, protocol, explain=explain)
         else:
             targets = [(dst, port)]
-        results = [(c, self.decide(s, c, p, protocol, explain=explain)) for s in srcs for c, p in targets]
+        if not explain:  # the verdict alone: the first denying pair decides it
+            for s in srcs:
+                for c, p in targets:
+                    decision = self.decide(s, c, p, protocol, explain=False)
+                    if decision.verdict == DENY:
+                        return decision
+            return decision
+        results = [(c, self.decide(s, c, p, protocol)) for s in srcs for c, p in targets]
         return combine_backends(dst, results)
 
     def _decide_cold(self, key: tuple, src: Endpoint, dst: Endpoint, port: int,
