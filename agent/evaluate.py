@@ -7,6 +7,7 @@ loads candidate NetworkPolicies for `--with-policies` (evaluate and replay).
 """
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import BinaryIO, Iterable, Mapping, Sequence
 
@@ -133,6 +134,10 @@ def parse_flow_line(line: str | bytes, *, number: int) -> tuple[str, int | None,
     for field in ("src_ip", "dst_ip"):
         if not isinstance(obj.get(field), str) or not obj[field]:
             raise ValueError(f"flows line {number}: {field} must be a non-empty string")
+        try:
+            ipaddress.ip_address(obj[field])
+        except ValueError:
+            raise ValueError(f"flows line {number}: {field} {obj[field]!r} is not an IPv4 or IPv6 address") from None
     dst_port = obj.get("dst_port")
     if not _is_port(dst_port):
         raise ValueError(f"flows line {number}: dst_port must be an integer 1-65535")

@@ -132,3 +132,16 @@ def test_sigterm_during_replay_still_writes_the_events_of_what_was_read(tmp_path
     kinds = [orjson.loads(line)["kind"] for line in events.read_bytes().splitlines()]
     assert kinds == ["policy-violation", "policy-violation"]
     assert "interrupted" in err
+
+
+# --- evaluate: an address that is not one is a line error ----------------------------------------
+
+@pytest.mark.parametrize("address", ["10.244.1.300", "not-an-ip", "::gg"])
+def test_evaluate_rejects_an_invalid_address_naming_the_line(capsys, tmp_path, address):
+    flows = tmp_path / "flows.jsonl"
+    flows.write_bytes(b'{"src_ip": "10.0.0.1", "dst_ip": "10.0.0.2", "dst_port": 80}\n'
+                      + orjson.dumps({"src_ip": "10.0.0.1", "dst_ip": address, "dst_port": 80}) + b"\n")
+    before = flows.read_bytes()
+    _fails(capsys, ["evaluate", "--cluster", CLUSTER, "--flows", str(flows)],
+           "flows line 2", "dst_ip", address, "not an IPv4 or IPv6 address")
+    assert flows.read_bytes() == before
