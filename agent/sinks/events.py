@@ -65,28 +65,66 @@ def _who_attempting(ep: Endpoint) -> tuple:
 
 DEFAULT_MAX_GROUPS = 20_000
 MAX_SOURCES = 4096  # distinct sources counted exactly per attempt group; past it the count is a lower bound
+MAX_SOURCES_HELD = 262_144  # ... and over all groups: a flood to many destinations stays bounded
+PORT_SET = 256  # distinct ports kept as a set; past it a 8 KiB bitmap
+
+
+class _Spread:
+    """What the repeats of an attempt group spread over: destination ports and source addresses."""
+    __slots__ = ("ports", "bits", "sources", "complete")
+
+    def __init__(self) -> None:
+        self.ports: set[int] = set()
+        self.bits: bytearray | None = None  # a bit per port, once there are many
+        self.sources: set[str] = set()
+        self.complete = True
+
+    def add(self, port: int, source: str, room: bool) -> bool:
+        """Count one attempt; True when it added a source (`room`: the sink's budget allows one)."""
+        if self.bits is not None:
+            self.bits[port >> 3] |= 1 << (port & 7)
+        else:
+            self.ports.add(port)
+            if len(self.ports) > PORT_SET:
+                self.bits = bytearray(8192)
+                for p in self.ports:
+                    self.bits[p >> 3] |= 1 << (p & 7)
+                self.ports = set()
+        if source in self.sources:
+            return False
+        if room and len(self.sources) < MAX_SOURCES:
+            self.sources.add(source)
+            return True
+        self.complete = False
+        return False
+
+    def record(self) -> tuple[dict, dict]:
+        """The follow-up's `ports` and `sources`."""
+        if self.bits is not None:
+            value = int.from_bytes(self.bits, "little")
+            ports = {"count": value.bit_count(), "min": (value & -value).bit_length() - 1,
+                     "max": value.bit_length() - 1}
+        else:
+            ports = {"count": len(self.ports), "min": min(self.ports), "max": max(self.ports)}
+        return ports, {"count": len(self.sources), "complete": self.complete}
 
 
 class _Group:
     """One event group: its first line, and what its repeats added since the last line."""
-    __slots__ = ("event", "due", "count", "first_seen", "last_seen", "packets", "bytes", "rank", "established",
-                 "ports", "sources")
+    __slots__ = ("event", "due", "attempt", "count", "first_seen", "last_seen", "packets", "bytes", "rank",
+                 "established", "spread")
 
     def __init__(self, event: dict, due: float, attempt: bool):
-        self.event, self.due = event, due
-        self.ports = bytearray(8192) if attempt else None  # a bit per destination port
-        self.sources: set[str] | None = set() if attempt else None
+        self.event, self.due, self.attempt = event, due, attempt
         self._reset()
 
     def _reset(self) -> None:
         self.count = self.packets = self.bytes = self.rank = 0
         self.first_seen = self.last_seen = 0.0
         self.established = False
-        if self.ports is not None:
-            self.ports[:] = bytes(8192)
-            self.sources.clear()
+        self.spread: _Spread | None = None  # attempts only, made at the first repeat
 
-    def add(self, flow: Flow, rank: int, src: Endpoint) -> None:
+    def add(self, flow: Flow, rank: int) -> None:
         if not self.count:
             self.first_seen, self.last_seen = flow.first_seen, flow.last_seen
         self.count += 1
@@ -96,10 +134,6 @@ class _Group:
         self.bytes += flow.bytes_src + flow.bytes_dst
         self.rank = max(self.rank, rank)
         self.established = self.established or flow.established
-        if self.ports is not None:
-            self.ports[flow.dst_port >> 3] |= 1 << (flow.dst_port & 7)
-            if len(self.sources) < MAX_SOURCES:
-                self.sources.add(src.ip)
 
     def follow_up(self) -> dict:
         """The line summing the repeats since the last one; then count from zero again."""
@@ -107,16 +141,10 @@ class _Group:
                  "established": self.established, "time": rfc3339(self.first_seen),
                  "first_seen": rfc3339(self.first_seen), "last_seen": rfc3339(self.last_seen),
                  "count": self.count, "packets": self.packets, "bytes": self.bytes}
-        if self.ports is not None:
-            event["ports"] = _port_range(self.ports)
-            event["sources"] = {"count": len(self.sources), "complete": len(self.sources) < MAX_SOURCES}
+        if self.spread is not None:
+            event["ports"], event["sources"] = self.spread.record()
         self._reset()
         return event
-
-
-def _port_range(bits: bytearray) -> dict:
-    value = int.from_bytes(bits, "little")
-    return {"count": value.bit_count(), "min": (value & -value).bit_length() - 1, "max": value.bit_length() - 1}
 
 
 class EventSink:
@@ -132,6 +160,7 @@ class EventSink:
         self.cap_hits: dict[str, int] = {}
         self.last_shed = float("-inf")
         self._pending: list[bytes] = []
+        self._sources_held = 0  # source addresses held by all groups' spreads (MAX_SOURCES_HELD)
 
     @property
     def urgent(self) -> bool:
@@ -148,7 +177,11 @@ class EventSink:
                (finding.kind, _who(src), _who(dst), flow.dst_port, flow.protocol))
         group = self.groups.get(key)
         if group is not None:
-            group.add(flow, SEVERITY_RANK.get(finding.severity, 0), src)
+            group.add(flow, SEVERITY_RANK.get(finding.severity, 0))
+            if group.attempt:
+                if group.spread is None:
+                    group.spread = _Spread()
+                self._sources_held += group.spread.add(flow.dst_port, src.ip, self._sources_held < MAX_SOURCES_HELD)
             return
         if len(self.groups) >= self.max_groups:
             self._close_oldest(flow.last_seen)
@@ -170,6 +203,11 @@ class EventSink:
         self._write(event)
         self.groups[key] = _Group(event, flow.last_seen + self.window, attempt)
 
+    def _follow_up(self, group: _Group) -> None:
+        if group.spread is not None:
+            self._sources_held -= len(group.spread.sources)
+        self._write(group.follow_up())
+
     def _write(self, event: dict) -> None:
         self._pending.append(orjson.dumps(event, option=_DUMPS_OPTS))
         self.written += 1
@@ -185,7 +223,7 @@ class EventSink:
         key = next(iter(self.groups))
         group = self.groups.pop(key)
         if group.count:
-            self._write(group.follow_up())
+            self._follow_up(group)
         self.cap_hits["event_groups"] = self.cap_hits.get("event_groups", 0) + 1
         self.last_shed = now
 
@@ -199,7 +237,7 @@ class EventSink:
         for key, group in due:
             del self.groups[key]
             if group.count:  # it repeated: report, and keep counting for another window
-                self._write(group.follow_up())
+                self._follow_up(group)
                 group.due = now + self.window
                 self.groups[key] = group
         self._drain()
@@ -209,7 +247,7 @@ class EventSink:
         """Every group's window ends: the follow-ups of those that repeated, oldest first."""
         for group in self.groups.values():
             if group.count:
-                self._write(group.follow_up())
+                self._follow_up(group)
         self.groups.clear()
         self._drain()
         self.out.flush()
