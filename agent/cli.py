@@ -18,7 +18,7 @@ from typing import BinaryIO, Iterator
 import orjson
 from agent.capture.pcap import PcapError, read_frames
 from agent.config import ConfigError, load_config
-from agent.evaluate import evaluate_lines, load_policy_files
+from agent.evaluate import evaluate_lines, load_policy_files, policy_files
 from agent.inventory.objects import ObjectError
 from agent.inventory.snapshot import ClusterFileError, load_cluster
 from agent.judges.netpol import NetpolEngine, PolicyError, validate_policy
@@ -115,6 +115,44 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
+_OUTPUT_FLAGS = ("events", "flows", "metrics")
+_INPUT_FLAGS = ("cluster", "config", "kubeconfig")
+
+
+def _identities(path: str) -> set:
+    """What makes two names the same file: the resolved path, and the inode when it exists."""
+    ids: set = {os.path.realpath(path)}
+    with contextlib.suppress(OSError):
+        st = os.stat(path)
+        ids.add((st.st_dev, st.st_ino))
+    return ids
+
+
+def _refuse_clobbering(args: argparse.Namespace, inputs: dict[str, list[str]]) -> None:
+    """An output that is an input or another output would lose evidence: refuse before opening any.
+
+    `inputs` maps a flag (or "PCAP") to the paths it reads; outputs are the set flags of _OUTPUT_FLAGS.
+    """
+    seen: list[tuple[str, str, set]] = []
+    for flag, paths in inputs.items():
+        seen += [(flag, p, _identities(p)) for p in paths if p and p != "-"]
+    for flag in _OUTPUT_FLAGS:
+        path = getattr(args, flag, None)
+        if not path or path == "-":
+            continue
+        ids = _identities(path)
+        for other_flag, other, other_ids in seen:
+            if ids & other_ids:
+                role = "an input" if other_flag in inputs else "another output"
+                raise UserError(f"--{flag} {path} is {role} ({_flag_name(other_flag)} {other}); "
+                                "refusing to overwrite it, nothing was written")
+        seen.append((flag, path, ids))
+
+
+def _flag_name(flag: str) -> str:
+    return flag if flag == "PCAP" else f"--{flag.replace('_', '-')}"
+
+
 def _load_view(args: argparse.Namespace):
     with _user_errors():
         if args.cluster:
@@ -156,6 +194,8 @@ def _stop_on_sigterm() -> Iterator[None]:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     with _user_errors():
+        _refuse_clobbering(args, {"PCAP": args.pcaps, **{f: [getattr(args, f)] for f in _INPUT_FLAGS},
+                                  "with_policies": policy_files(args.with_policies)})
         config = load_config(args.config)
         for path in args.pcaps:
             if not Path(path).exists() or Path(path).is_dir():
@@ -214,6 +254,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.run import Agent, RunOptions, json_logging  # capture (scapy) is only loaded when used
     json_logging()
     with _user_errors():
+        _refuse_clobbering(args, {f: [getattr(args, f)] for f in _INPUT_FLAGS})
         agent = Agent(RunOptions(config=args.config, cluster=args.cluster, kubeconfig=args.kubeconfig,
                                  context=args.context, interfaces=args.interfaces, listen=args.listen,
                                  events=args.events, flows=args.flows))

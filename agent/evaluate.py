@@ -43,6 +43,11 @@ def load_policy_files(paths: Sequence[str]) -> list[NetworkPolicy]:
     return policies
 
 
+def policy_files(paths: Sequence[str]) -> list[str]:
+    """Every file that `--with-policies paths` reads; a missing path is left for the loader to name."""
+    return [str(f) for p in paths for f in (_policy_files(Path(p)) if Path(p).exists() else [Path(p)])]
+
+
 def _policy_files(path: Path) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _POLICY_SUFFIXES)

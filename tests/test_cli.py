@@ -145,3 +145,52 @@ def test_evaluate_rejects_an_invalid_address_naming_the_line(capsys, tmp_path, a
     _fails(capsys, ["evaluate", "--cluster", CLUSTER, "--flows", str(flows)],
            "flows line 2", "dst_ip", address, "not an IPv4 or IPv6 address")
     assert flows.read_bytes() == before
+
+
+# --- an output never overwrites an input or another output ---------------------------------------
+
+def _copy(src: str, dst: Path) -> Path:
+    dst.write_bytes(Path(src).read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize("flag", ["--events", "--flows", "--metrics"])
+def test_an_output_naming_the_capture_is_refused_before_anything_is_written(capsys, tmp_path, flag):
+    victim = _copy(PCAP, tmp_path / "victim.pcap")
+    before = victim.read_bytes()
+    _fails(capsys, ["replay", str(victim), "--cluster", CLUSTER, flag, str(victim)],
+           f"{flag} {victim} is an input (PCAP {victim})", "refusing to overwrite")
+    assert victim.read_bytes() == before
+
+
+def test_an_output_naming_the_cluster_file_through_another_name_is_refused(capsys, tmp_path):
+    cluster = _copy(CLUSTER, tmp_path / "cluster.json")
+    (tmp_path / "link.json").hardlink_to(cluster)
+    before = cluster.read_bytes()
+    _fails(capsys, ["replay", PCAP, "--cluster", str(cluster), "--flows", str(tmp_path / "link.json")],
+           "--flows", "is an input (--cluster", "refusing to overwrite")
+    assert cluster.read_bytes() == before
+
+
+def test_an_output_naming_a_candidate_policy_in_a_folder_is_refused(capsys, tmp_path):
+    (tmp_path / "policies").mkdir()
+    policy = tmp_path / "policies" / "lock.yaml"
+    policy.write_text("kind: NetworkPolicy\n")
+    _fails(capsys, ["replay", PCAP, "--cluster", CLUSTER, "--with-policies", str(tmp_path / "policies"),
+                    "--events", str(policy)], "is an input (--with-policies")
+    assert policy.read_text() == "kind: NetworkPolicy\n"
+
+
+def test_events_and_flows_on_one_path_are_refused_and_nothing_is_created(capsys, tmp_path):
+    out = tmp_path / "out.jsonl"
+    _fails(capsys, ["replay", PCAP, "--cluster", CLUSTER, "--events", str(out), "--flows", str(out)],
+           f"--flows {out} is another output (--events {out})")
+    assert not out.exists()
+
+
+def test_run_refuses_events_onto_its_config(capsys, tmp_path):
+    config = tmp_path / "flowwarden.yaml"
+    config.write_text("flows:\n  tcp_timeout: 30\n")
+    _fails(capsys, ["run", "--cluster", CLUSTER, "--config", str(config), "--events", str(config)],
+           "is an input (--config")
+    assert config.read_text() == "flows:\n  tcp_timeout: 30\n"
