@@ -30,8 +30,9 @@ if os.environ.get("FLOWWARDEN_PURE_PYTHON"):
     pytest.skip("FLOWWARDEN_PURE_PYTHON is set: the compiled path is switched off", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
-CAPTURES = sorted(p for pattern in ("pcaps/**/*.pcap*", "tests/peer/ja4/*.pcap*")
-                  for p in ROOT.glob(pattern)
+PEER_JA4 = ROOT.parent / "shared" / "peer-pcaps" / "ja4"  # read in place, never copied
+CAPTURES = sorted(p for root, pattern in ((ROOT, "pcaps/**/*.pcap*"), (PEER_JA4, "*.pcap*"))
+                  for p in root.glob(pattern)
                   if p.name not in ("corrupt-magic.pcap", "truncated-file.pcap"))
 
 

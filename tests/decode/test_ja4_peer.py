@@ -1,7 +1,8 @@
 """Our JA4 and SNI equal the JA4 project's reference answers on its own captures.
 
-tests/peer/ja4/ holds captures and expected output of FoxIO-LLC/ja4 (commit
-0e54bc8; JA4 is BSD-3-Clause, see LICENSE-JA4 beside them). Each TCP stream's
+../shared/peer-pcaps/ja4/ holds captures and expected output of FoxIO-LLC/ja4
+(commit 0e54bc8; JA4 is BSD-3-Clause, see LICENSE-JA4 beside them), read in place
+(never copied into the project, see its README). Each TCP stream's
 client bytes are put in order by our StreamStart and classified by our
 classify(), exactly as the agent does; scapy only reads the files.
 """
@@ -16,7 +17,7 @@ from scapy.all import IP, TCP, IPv6, PcapReader, Raw
 from agent.decode.app import classify
 from agent.flows.reassembly import StreamStart
 
-PEER = Path(__file__).resolve().parents[1] / "peer" / "ja4"
+PEER = Path(__file__).resolve().parents[3] / "shared" / "peer-pcaps" / "ja4"
 EXPECTED = sorted(p for p in (PEER / "expected").glob("*.json"))
 SYN, ACK = 0x02, 0x10
 

@@ -1,7 +1,7 @@
 """Overlay captures from the JA4 project, replayed through read_frames and FlowTable.
 
-tests/peer/ja4/ holds FoxIO-LLC/ja4 captures (commit 0e54bc8, BSD-3-Clause, see
-LICENSE-JA4) with the reference tool's answers in expected/<capture>.json. The
+../shared/peer-pcaps/ja4/ holds FoxIO-LLC/ja4 captures (commit 0e54bc8, BSD-3-Clause,
+see LICENSE-JA4), read in place with the reference tool's answers in expected/<capture>.json. The
 reference names each TCP stream by its outer tunnel addresses but by the inner
 connection's ports; flowwarden must unwrap the tunnel, so each flow here has the
 inner addresses and exactly the reference's ports.
@@ -17,7 +17,7 @@ import pytest
 from agent.capture.pcap import read_frames
 from agent.flows.table import FlowTable
 
-PEER = Path(__file__).resolve().parent / "ja4"
+PEER = Path(__file__).resolve().parents[3] / "shared" / "peer-pcaps" / "ja4"
 
 # capture -> (inner client, inner server) of each reference stream, in stream order
 INNER = {
