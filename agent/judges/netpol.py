@@ -27,7 +27,6 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from collections import defaultdict
-from dataclasses import replace
 from typing import Iterable, Mapping, Sequence
 
 from agent.judges.netpol_compile import (  # noqa: F401  (re-exported API)
@@ -101,7 +100,7 @@ class NetpolEngine:
             return self._decide_cold(key, src, dst, port, protocol)
         decision, explained_for = cached
         if explain and explained_for != (src.ip, dst.ip, port):  # cached for a class: explain this flow
-            decision = replace(decision, reasons=_reasons(decision, src, dst, port, protocol))
+            decision = _explained(decision, src, dst, port, protocol)
         return decision
 
     def _class(self, ep: Endpoint) -> int:
@@ -199,7 +198,7 @@ class NetpolEngine:
                              dst_ports=dst_ports)
         verdict = ALLOW if egress.allowed and ingress.allowed or _loopback(src, dst) else DENY
         decision = Decision(verdict, egress, ingress, deciding_policies(verdict, egress, ingress))
-        decision = replace(decision, reasons=_reasons(decision, src, dst, port, protocol))
+        decision = _explained(decision, src, dst, port, protocol)
         if len(self._cache) >= self._max_cache:
             self.clear_cache()
         self._cache[key] = (decision, (src.ip, dst.ip, port))
@@ -364,11 +363,14 @@ def _loopback(src: Endpoint, dst: Endpoint) -> bool:
     return src.kind == POD and dst.kind == POD and src.uid is not None and src.uid == dst.uid
 
 
-def _reasons(decision: Decision, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> tuple[str, ...]:
+def _explained(decision: Decision, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:
+    """The decision with the reasons of this flow's ends and port (a new Decision: it is frozen)."""
     if _loopback(src, dst):
-        return (f"loopback: {describe(src)} reaching itself is not subject to policy",)
-    return (side_reason(decision.egress, subject=src, peer=dst, port=port, protocol=protocol),
-            side_reason(decision.ingress, subject=dst, peer=src, port=port, protocol=protocol))
+        reasons = (f"loopback: {describe(src)} reaching itself is not subject to policy",)
+    else:
+        reasons = (side_reason(decision.egress, subject=src, peer=dst, port=port, protocol=protocol),
+                   side_reason(decision.ingress, subject=dst, peer=src, port=port, protocol=protocol))
+    return Decision(decision.verdict, decision.egress, decision.ingress, decision.policies, reasons)
 
 
 def _with_name_label(name: str, labels: Mapping[str, str]) -> Mapping[str, str]:
