@@ -26,6 +26,7 @@ import struct
 from dataclasses import dataclass
 
 from agent.decode.tls import ClientHello, Incomplete, ServerHello, parse_client_hello, parse_server_hello
+from agent.decode.tunnels import HTTP_CONNECT, SOCKS4, SOCKS5, http_connect, socks4, socks5  # noqa: F401
 from agent.model import APP_TLS, APP_UNKNOWN, TlsInfo
 
 LE_U32 = struct.Struct("<I")
@@ -38,7 +39,6 @@ TLS, HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS = APP_TLS, "http", "http2", "red
 SMTP, IMAP, POP3, AMQP, KAFKA, MONGODB, LDAP = "smtp", "imap", "pop3", "amqp", "kafka", "mongodb", "ldap"
 UNKNOWN_PLAINTEXT, UNKNOWN = "unknown-plaintext", APP_UNKNOWN
 STARTTLS, POSTGRESQL_SSL, MYSQL_SSL, LDAP_STARTTLS = "starttls", "postgresql-ssl", "mysql-ssl", "ldap-starttls"
-SOCKS4, SOCKS5, HTTP_CONNECT = "socks4", "socks5", "http-connect"
 
 MIN_DECIDE = 8  # fewer unrecognised bytes than this may still become a known protocol
 MAX_TUNNELS = 1  # tunnels unwrapped; a tunnel inside one is unknown-plaintext (bounds the recursion)
@@ -124,8 +124,8 @@ def _classify(client: bytes, server: bytes, *, dst_port: int, depth: int) -> Cla
         got = _text_mail(client, server)
     if got is not None:
         return got
-    found = (_socks4(client, server) if first == 4 else _socks5(client, server) if first == 5 else
-             _http_connect(client, server) if first == 0x43 else None)
+    found = (socks4(client, server) if first == 4 else socks5(client, server) if first == 5 else
+             http_connect(client, server) if first == 0x43 else None)
     if found is not None:
         if depth >= MAX_TUNNELS:  # e.g. SOCKS headers nested hundreds deep
             return _DECIDED[UNKNOWN_PLAINTEXT]
@@ -190,62 +190,6 @@ def _inner(found: tuple[str, int | None, int], client: bytes, server: bytes, *, 
         inner.app, tls=inner.tls, upgraded=inner.upgraded, complete=inner.complete,
         client_hello=inner.client_hello, server_hello=inner.server_hello, tunnel=tunnel,
     )
-
-
-def _socks4(client: bytes, server: bytes) -> tuple[str, int | None, int] | None:
-    """SOCKS4/4a CONNECT: VN=4 CD=1 DSTPORT DSTIP USERID NUL [HOST NUL]; reply 8 bytes."""
-    if client[0] != 4 or client[1:2] not in (b"\x01", b"\x02") or len(client) < 9:
-        return None
-    end = client.find(b"\x00", 8, 8 + 256)
-    if end < 0:
-        return None if len(client) >= 8 + 256 else (SOCKS4, None, 0)
-    if client[4:7] == b"\x00\x00\x00" and client[7]:  # 4a: the host name follows
-        end = client.find(b"\x00", end + 1, end + 1 + 256)
-        if end < 0:
-            return (SOCKS4, None, 0)
-    return (SOCKS4, end + 1, 8 if server[:1] == b"\x00" else len(server))
-
-
-def _socks5(client: bytes, server: bytes) -> tuple[str, int | None, int] | None:
-    """RFC 1928 greeting + optional RFC 1929 user/password + CONNECT request."""
-    if client[0] != 5 or len(client) < 3 or not client[1]:
-        return None
-    pos = 2 + client[1]
-    if any(m > 0x09 and m < 0x80 for m in client[2:pos]):
-        return None
-    s_off = 2 if server[:1] == b"\x05" else len(server)
-    if client[pos:pos + 1] == b"\x01":  # RFC 1929: VER ULEN UNAME PLEN PASSWD
-        if len(client) < pos + 2:
-            return (SOCKS5, None, s_off)
-        plen_at = pos + 2 + client[pos + 1]
-        if len(client) <= plen_at:
-            return (SOCKS5, None, s_off)
-        pos = plen_at + 1 + client[plen_at]
-        s_off = s_off + 2 if len(server) >= s_off + 2 else len(server)
-    if len(client) < pos + 5:
-        return (SOCKS5, None, s_off) if client[pos:pos + 1] in (b"", b"\x05") else None
-    if client[pos] != 5 or client[pos + 2] != 0:
-        return None
-    size = _socks5_addr(client, pos + 3)
-    reply = _socks5_addr(server, s_off + 3) if server[s_off:s_off + 1] == b"\x05" else None
-    return (SOCKS5, None if size is None else pos + 3 + size, len(server) if reply is None else s_off + 3 + reply)
-
-
-def _socks5_addr(data: bytes, at: int) -> int | None:
-    """Bytes of ATYP + address + port at `at` (RFC 1928 §5), None if unknown/short."""
-    atyp = data[at:at + 1]
-    size = {b"\x01": 7, b"\x04": 19}.get(atyp)
-    if atyp == b"\x03" and len(data) > at + 1:
-        size = 4 + data[at + 1]
-    return size if size is not None and len(data) >= at + size else None
-
-
-def _http_connect(client: bytes, server: bytes) -> tuple[str, int | None, int] | None:
-    if not client.startswith(b"CONNECT "):
-        return None
-    end = client.find(b"\r\n\r\n")
-    s_end = server.find(b"\r\n\r\n")
-    return (HTTP_CONNECT, None if end < 0 else end + 4, len(server) if s_end < 0 else s_end + 4)
 
 
 # --- in-protocol upgrades --------------------------------------------------------
