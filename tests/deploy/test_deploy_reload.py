@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ import yaml
 
 from tests.deploy.helpers import DAEMONSET, ROOT, kustomize, one
 from tests.kubeapi import eventually
+from tests.test_run_reload import _free_port, _healthy
 
 CLUSTER = ROOT / "pcaps" / "http-allowed-and-denied" / "cluster.json"
 
@@ -52,20 +51,6 @@ class ConfigVolume:
         tmp = self.path / "..data_tmp"
         tmp.symlink_to(stamp)
         os.rename(tmp, self.path / "..data")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def _start(container: dict, tmp_path: Path) -> tuple[subprocess.Popen, Path, int, ConfigVolume]:
