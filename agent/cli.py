@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import orjson
-from agent.capture.pcap import PcapError, read_frames
+from agent.capture.pcap import Damage, PcapError, read_frames
 from agent.config import ConfigError, load_config
 from agent.evaluate import evaluate_lines, load_policy_files, policy_files
 from agent.inventory.objects import ObjectError
@@ -29,7 +29,16 @@ from agent.sinks.summary import Progress, summary_lines
 
 USER_ERRORS = (PcapError, ClusterFileError, ConfigError, PolicyError, ObjectError, ValueError,
                FileNotFoundError, IsADirectoryError, PermissionError)
+EXIT_DAMAGED = 1  # completed, but some input was damaged or skipped
 EXIT_USAGE = 2
+
+
+REPLAY_EXIT_STATUSES = """exit status:
+  0 complete: every capture was read to its end (violations do not change it)
+  1 completed with damaged or skipped input: one line names each damaged file and
+    what was lost; the results cover what was readable
+  2 nothing usable: bad arguments, unusable cluster state, no readable capture
+"""
 
 
 class UserError(Exception):
@@ -55,8 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowwarden", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
-    r = sub.add_parser("replay", help="judge recorded captures against a cluster state")
-    r.add_argument("pcaps", nargs="+", metavar="PCAP")
+    r = sub.add_parser("replay", help="judge recorded captures against a cluster state",
+                       epilog=REPLAY_EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("pcaps", nargs="+", metavar="PCAP",
+                   help="pcap or pcapng files (gzip too); a folder means every file in it; - is standard input")
     _cluster_args(r)
     r.add_argument("--config", help="settings YAML (the DaemonSet's ConfigMap)")
     r.add_argument("--events", help="write events here (default: stdout)")
@@ -192,17 +203,35 @@ def _stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _captures(paths: list[str]) -> list[str]:
+    """The files to replay: a folder stands for every file in it (a tcpdump -C/-G rotation), sorted."""
+    out: list[str] = []
+    for path in paths:
+        if path != "-" and os.path.isdir(path):
+            out += sorted(str(f) for f in Path(path).iterdir() if f.is_file() and not f.name.startswith("."))
+        else:
+            out.append(path)
+    return out
+
+
+def _size(path: str) -> int:
+    with contextlib.suppress(OSError):
+        return os.path.getsize(path) if path != "-" else 0
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     with _user_errors():
-        _refuse_clobbering(args, {"PCAP": args.pcaps, **{f: [getattr(args, f)] for f in _INPUT_FLAGS},
+        captures = _captures(args.pcaps)
+        if not captures:
+            raise PcapError(f"{' '.join(args.pcaps)}: no capture files in it")
+        _refuse_clobbering(args, {"PCAP": captures, **{f: [getattr(args, f)] for f in _INPUT_FLAGS},
                                   "with_policies": policy_files(args.with_policies)})
         config = load_config(args.config)
-        for path in args.pcaps:
-            if not Path(path).exists() or Path(path).is_dir():
-                raise PcapError(f"{path}: no such file")
     view = _load_view(args)
     with _user_errors():
         candidates = load_policy_files(args.with_policies) if args.with_policies else []
+    damaged: list[Damage] = []
     with _user_errors(), _output(args.events) as events_out, \
             (_output(args.flows) if args.flows else contextlib.nullcontext()) as flows_out:
         metrics = MetricsSink(max_namespaces=config.metrics.max_namespaces)
@@ -212,16 +241,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         pipeline = Pipeline(view=view, config=config, sinks=sinks, candidates=candidates)
         metrics.watch(pipeline.stats())
         settle_heap()
-        progress = Progress(sys.stderr, total_bytes=sum(os.path.getsize(p) for p in args.pcaps))
+        progress = Progress(sys.stderr, total_bytes=sum(_size(p) for p in captures))
         started = time.perf_counter()
-        failure, interrupted = None, False
+        interrupted = False
         try:
             with _stop_on_sigterm():
-                for frames in read_frames(args.pcaps):
+                for frames in read_frames(captures, damaged=damaged):
                     pipeline.feed(frames)
                     progress.advance(frames)
-        except PcapError as e:  # judge what was read, then report the damage
-            failure = e
         except KeyboardInterrupt:  # SIGINT or SIGTERM: what was read is still judged and written
             interrupted = True
         pipeline.finish()
@@ -229,14 +256,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
         progress.done()
         if args.metrics:
             metrics.write(args.metrics)
-        if failure is not None:  # what was read is judged and written; the error is the one line
-            raise failure
+        if len(damaged) == len(captures) and not any(d.records for d in damaged):
+            for d in damaged:  # nothing usable: the damage is the error
+                print(f"flowwarden: error: {d.describe()}", file=sys.stderr)
+            return EXIT_USAGE
+        for d in damaged:
+            print(f"flowwarden: damaged input: {d.describe()}", file=sys.stderr)
         for line in summary_lines(pipeline, elapsed=elapsed):
             print(line, file=sys.stderr)
     if interrupted:
         print("flowwarden: interrupted; events and metrics cover what was read", file=sys.stderr)
         return 130
-    return 0
+    return EXIT_DAMAGED if damaged else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -34,19 +34,13 @@ def _fails(capsys, argv: list[str], *expected: str) -> str:
 
 
 def test_a_missing_pcap_is_named(capsys, tmp_path):
-    _fails(capsys, ["replay", str(tmp_path / "nope.pcap"), "--cluster", CLUSTER], "nope.pcap", "no such file")
+    _fails(capsys, ["replay", str(tmp_path / "nope.pcap"), "--cluster", CLUSTER], "nope.pcap", "No such file",
+           "nothing in it was judged")
 
 
 def test_a_corrupt_pcap_is_named(capsys):
     _fails(capsys, ["replay", str(CRAFTED / "corrupt-magic.pcap"), "--cluster", CLUSTER],
            "corrupt-magic.pcap", "not a pcap or pcapng file")
-
-
-def test_a_truncated_pcap_is_named_after_its_complete_records_are_judged(capsys, tmp_path):
-    events = tmp_path / "events.jsonl"
-    _fails(capsys, ["replay", str(CRAFTED / "truncated-file.pcap"), "--cluster", CLUSTER,
-                    "--events", str(events)], "truncated-file.pcap", "truncated")
-    assert events.exists()  # the sinks were flushed before the error was reported
 
 
 def test_an_unknown_link_type_is_named(capsys, tmp_path):
@@ -55,10 +49,10 @@ def test_an_unknown_link_type_is_named(capsys, tmp_path):
     _fails(capsys, ["replay", str(bad), "--cluster", CLUSTER], "usb.pcap", "unsupported link type 189")
 
 
-def test_a_gzip_pcap_that_is_cut_short_is_named(capsys, tmp_path):
+def test_a_gzip_pcap_cut_before_its_first_record_is_named(capsys, tmp_path):
     bad = tmp_path / "cut.pcap.gz"
-    bad.write_bytes(gzip.compress(Path(PCAP).read_bytes())[:200])
-    _fails(capsys, ["replay", str(bad), "--cluster", CLUSTER], "cut.pcap.gz")
+    bad.write_bytes(gzip.compress(Path(PCAP).read_bytes())[:30])
+    _fails(capsys, ["replay", str(bad), "--cluster", CLUSTER], "cut.pcap.gz", "nothing in it was judged")
 
 
 @pytest.mark.parametrize("content, problem", [
@@ -194,3 +188,97 @@ def test_run_refuses_events_onto_its_config(capsys, tmp_path):
     _fails(capsys, ["run", "--cluster", CLUSTER, "--config", str(config), "--events", str(config)],
            "is an input (--config")
     assert config.read_text() == "flows:\n  tcp_timeout: 30\n"
+
+
+# --- damaged captures: judge what is readable, one line per damaged file, exit 0/1/2 --------------
+
+def _replay(capsys, argv: list[str]) -> tuple[int, list[str]]:
+    status = main(["replay", *argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return status, err.splitlines()
+
+
+def _events(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_the_exit_statuses_are_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["replay", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "0 complete" in out and "1 completed with damaged or skipped input" in out
+    assert "2 nothing usable" in out
+
+
+def test_a_cut_last_file_of_a_rotation_costs_only_its_last_record(capsys, tmp_path):
+    whole = Path(PCAP).read_bytes()
+    cut = tmp_path / "capture.pcap1"
+    cut.write_bytes(whole[:-10])
+    events = tmp_path / "events.jsonl"
+    status, err = _replay(capsys, [PCAP, str(cut), "--cluster", CLUSTER, "--events", str(events)])
+    assert status == 1
+    size = len(whole) - 10
+    damaged = [line for line in err if line.startswith("flowwarden: damaged input:")]
+    assert len(damaged) == 1, err
+    assert damaged[0].startswith(f"flowwarden: damaged input: {cut}: truncated: the last record is cut short")
+    assert "46 records judged, the last" in damaged[0] and "bytes lost" in damaged[0]
+    assert err[-1].startswith("flowwarden: 93 packets")  # 47 + 46: everything readable was judged
+    assert [e["kind"] for e in _events(events)] == ["policy-violation", "policy-violation"]
+    assert cut.read_bytes() == whole[:size]
+
+
+def test_a_file_with_a_bad_magic_among_good_ones_is_skipped_and_named(capsys, tmp_path):
+    bad = CRAFTED / "corrupt-magic.pcap"
+    before = bad.read_bytes()
+    events = tmp_path / "events.jsonl"
+    status, err = _replay(capsys, [str(bad), PCAP, "--cluster", CLUSTER, "--events", str(events)])
+    assert status == 1
+    assert err[0] == (f"flowwarden: damaged input: {bad}: not a pcap or pcapng file (magic 0xefbeadde); "
+                      f"nothing in it was judged ({len(before):,} bytes lost)")
+    assert err[1].startswith("flowwarden: 47 packets")
+    assert len(_events(events)) == 2
+    assert bad.read_bytes() == before
+
+
+def test_a_missing_file_among_good_ones_is_named_and_the_rest_judged(capsys, tmp_path):
+    status, err = _replay(capsys, [PCAP, str(tmp_path / "gone.pcap"), "--cluster", CLUSTER,
+                                   "--events", str(tmp_path / "e.jsonl")])
+    assert status == 1
+    assert err[0] == (f"flowwarden: damaged input: {tmp_path / 'gone.pcap'}: cannot open: "
+                      "No such file or directory; nothing in it was judged")
+
+
+def test_no_readable_capture_at_all_is_exit_2_with_one_line_per_file(capsys, tmp_path):
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    status, err = _replay(capsys, [str(CRAFTED / "corrupt-magic.pcap"), str(empty), "--cluster", CLUSTER])
+    assert status == 2
+    assert len(err) == 2 and all(line.startswith("flowwarden: error: ") for line in err)
+    assert "corrupt-magic.pcap" in err[0] and "empty.pcap: not a capture file" in err[1]
+
+
+def test_a_truncated_single_file_is_judged_up_to_the_cut_and_exits_1(capsys, tmp_path):
+    events = tmp_path / "events.jsonl"
+    status, err = _replay(capsys, [str(CRAFTED / "truncated-file.pcap"), "--cluster", CLUSTER,
+                                   "--events", str(events)])
+    assert status == 1
+    assert "truncated-file.pcap: truncated" in err[0] and "1 record judged" in err[0]
+    assert events.exists()
+
+
+def test_a_folder_replays_every_file_in_it(capsys, tmp_path):
+    (tmp_path / "rot").mkdir()
+    _copy(PCAP, tmp_path / "rot" / "a.pcap")
+    _copy(PCAP, tmp_path / "rot" / "b.pcap")
+    status, err = _replay(capsys, [str(tmp_path / "rot"), "--cluster", CLUSTER, "--events", str(tmp_path / "e")])
+    assert status == 0
+    assert err[-1].startswith("flowwarden: 94 packets")
+
+
+def test_a_dash_reads_the_capture_from_standard_input(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "agent.cli", "replay", "-", "--cluster", CLUSTER],
+                         input=Path(PCAP).read_bytes(), capture_output=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    kinds = [orjson.loads(line)["kind"] for line in run.stdout.splitlines()]
+    assert kinds == ["policy-violation", "policy-violation"]

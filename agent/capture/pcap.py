@@ -12,10 +12,13 @@ copy per frame. Iterating one gives its frames.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import heapq
 import struct
+import sys
 import zlib
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
@@ -43,9 +46,38 @@ class PcapError(ValueError):
     """A capture file that cannot be read; the message names the file and the problem."""
 
 
-def read_frames(paths: Iterable[str | Path]) -> Iterator[list[Frame]]:
-    """Batches of frames from all files, merged in timestamp order."""
-    sources = [_frames_of(Path(p)) for p in paths]
+@dataclass(slots=True)
+class Damage:
+    """A file that could not be read to its end: what was judged from it and what was lost."""
+    path: Path
+    problem: str  # the PcapError message, which names the file
+    records: int = 0  # records read (and so judged) before the damage
+    offset: int = 0  # bytes of the (uncompressed) capture read before the damage
+    size: int | None = None  # the file's size; None when it is compressed or a stream
+
+    def describe(self) -> str:
+        if self.records == 0:
+            lost = "nothing in it was judged" + (f" ({self.size:,} bytes lost)" if self.size else "")
+        elif self.size is not None:
+            lost = f"{_records(self.records)} judged, the last {max(self.size - self.offset, 0):,} bytes lost"
+        else:
+            lost = f"{_records(self.records)} judged, everything after byte {self.offset:,} (uncompressed) lost"
+        return f"{self.problem}; {lost}"
+
+
+def _records(n: int) -> str:
+    return f"{n:,} record" + ("" if n == 1 else "s")
+
+
+def read_frames(paths: Iterable[str | Path], *, damaged: list[Damage] | None = None) -> Iterator[list[Frame]]:
+    """Batches of frames from all files, merged in timestamp order.
+
+    Without `damaged`, the first unreadable or damaged file raises PcapError
+    (after its complete records). With it, each such file is recorded there
+    and the others are read to their end: one cut file of a rotation must not
+    cost the rest.
+    """
+    sources = [_frames_of(Path(p)) if damaged is None else _tolerant(Path(p), damaged) for p in paths]
     if len(sources) == 1:
         yield from sources[0]
         return
@@ -54,23 +86,54 @@ def read_frames(paths: Iterable[str | Path]) -> Iterator[list[Frame]]:
         yield batch
 
 
-def _frames_of(path: Path) -> Iterator[list[Frame]]:
+def _tolerant(path: Path, damaged: list[Damage]) -> Iterator[list[Frame]]:
+    state = _Reading()
+    records = 0
     try:
-        raw = path.open("rb")
+        for batch in _frames_of(path, state):
+            records += len(batch)
+            yield batch
+    except PcapError as e:
+        size = None
+        with contextlib.suppress(OSError):
+            if path.is_file() and not state.compressed:
+                size = path.stat().st_size
+        damaged.append(Damage(path, str(e), records=records, offset=state.offset, size=size))
+
+
+class _Reading:
+    """How far one file has been read, for the report of what was lost."""
+    __slots__ = ("offset", "compressed")
+
+    def __init__(self) -> None:
+        self.offset, self.compressed = 0, False
+
+
+def _open(path: Path) -> BinaryIO:
+    if str(path) == "-":  # `tcpdump -w - | flowwarden replay -`
+        return open(sys.stdin.fileno(), "rb", closefd=False)
+    try:
+        return path.open("rb")
     except OSError as e:
         raise PcapError(f"{path}: cannot open: {e.strerror}") from e
+
+
+def _frames_of(path: Path, state: _Reading | None = None) -> Iterator[list[Frame]]:
+    state = state or _Reading()
+    raw = _open(path)
     with raw:
         head = raw.peek(2)[:2]  # peek, not seek: a FIFO or a pipe cannot seek
-        stream: BinaryIO = gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
+        state.compressed = head == b"\x1f\x8b"
+        stream: BinaryIO = gzip.GzipFile(fileobj=raw) if state.compressed else raw
         try:
             magic_bytes = stream.read(4)
             if len(magic_bytes) < 4:
                 raise PcapError(f"{path}: not a capture file (empty or shorter than a header)")
             magic = struct.unpack("<I", magic_bytes)[0]
             if magic in PCAP_MAGIC:
-                yield from _pcap(stream, path, magic_bytes)
+                yield from _pcap(stream, path, magic_bytes, state)
             elif magic == PCAPNG_SHB:
-                yield from _pcapng(stream, path, magic_bytes)
+                yield from _pcapng(stream, path, magic_bytes, state)
             else:
                 raise PcapError(f"{path}: not a pcap or pcapng file (magic 0x{magic:08x})")
         except (OSError, EOFError, zlib.error) as e:
@@ -91,7 +154,7 @@ def _chunks(stream: BinaryIO, first: bytes) -> Iterator[tuple[bytes, bool]]:
         pending = b""
 
 
-def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Frame]]:
+def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes, state: _Reading) -> Iterator[list[Frame]]:
     header = magic_bytes + stream.read(20)
     if len(header) < 24:
         raise PcapError(f"{path}: truncated pcap header")
@@ -100,6 +163,7 @@ def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Fra
     record = struct.Struct(order + "IIII").unpack_from
     big_endian, nanos = order == ">", scale == 1e-9
     rest, base = b"", 24  # base: file offset of buf[0], for error messages
+    state.offset = base
     for chunk, eof in _chunks(stream, b""):
         buf = rest + chunk if rest else chunk
         n = len(buf)
@@ -119,6 +183,7 @@ def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Fra
                 pos = end
             if batch:
                 yield batch
+        state.offset = base + pos
         if pos + 16 <= n and (incl := record(buf, pos)[2]) > MAX_RECORD:
             raise PcapError(f"{path}: corrupt record at byte {base + pos} (length {incl})")
         rest, base = buf[pos:], base + pos
@@ -128,7 +193,7 @@ def _pcap(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Fra
             return
 
 
-def _pcapng(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[Frame]]:
+def _pcapng(stream: BinaryIO, path: Path, magic_bytes: bytes, state: _Reading) -> Iterator[list[Frame]]:
     order = "<"
     interfaces: list[tuple[int, float, float]] = []  # (linktype, ts unit, offset)
     last_ts = 0.0
@@ -136,36 +201,45 @@ def _pcapng(stream: BinaryIO, path: Path, magic_bytes: bytes) -> Iterator[list[F
     for chunk, eof in _chunks(stream, b""):
         buf = rest + chunk if rest else chunk
         pos, n, batch = 0, len(buf), []
-        while pos + 12 <= n:
-            btype = struct.unpack_from(order + "I", buf, pos)[0]
-            if btype == PCAPNG_SHB:  # a section may switch byte order
-                bom = buf[pos + 8:pos + 12]
-                if len(bom) < 4:
+        failure: Exception | None = None
+        try:  # the frames before a damaged block are still judged
+            while pos + 12 <= n:
+                btype = struct.unpack_from(order + "I", buf, pos)[0]
+                if btype == PCAPNG_SHB:  # a section may switch byte order
+                    bom = buf[pos + 8:pos + 12]
+                    if len(bom) < 4:
+                        break
+                    order = "<" if struct.unpack("<I", bom)[0] == PCAPNG_BYTE_ORDER else ">"
+                    if struct.unpack(order + "I", bom)[0] != PCAPNG_BYTE_ORDER:
+                        raise PcapError(f"{path}: corrupt pcapng section header at byte {base + pos}")
+                    interfaces = []
+                blen = struct.unpack_from(order + "I", buf, pos + 4)[0]
+                if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
+                    raise PcapError(f"{path}: corrupt pcapng block at byte {base + pos} (length {blen})")
+                if pos + blen > n:
                     break
-                order = "<" if struct.unpack("<I", bom)[0] == PCAPNG_BYTE_ORDER else ">"
-                if struct.unpack(order + "I", bom)[0] != PCAPNG_BYTE_ORDER:
-                    raise PcapError(f"{path}: corrupt pcapng section header at byte {base + pos}")
-                interfaces = []
-            blen = struct.unpack_from(order + "I", buf, pos + 4)[0]
-            if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
-                raise PcapError(f"{path}: corrupt pcapng block at byte {base + pos} (length {blen})")
-            if pos + blen > n:
-                break
-            body = buf[pos + 8:pos + blen - 4]
-            if btype in (EPB, PB):
-                frame = _packet_block(body, order, interfaces, path, btype)
-                last_ts = frame[0]
-                batch.append(frame)
-            elif btype == SPB and interfaces:
-                caplen = min(struct.unpack_from(order + "I", body)[0], len(body) - 4)
-                # A Simple Packet Block has no timestamp: it takes the one before it.
-                batch.append((last_ts, interfaces[0][0], body[4:4 + caplen]))
-            elif btype == IDB:
-                interfaces.append(_interface(body, order))
-                _supported(interfaces[-1][0], path)
-            pos += blen
+                body = buf[pos + 8:pos + blen - 4]
+                if btype in (EPB, PB):
+                    frame = _packet_block(body, order, interfaces, path, btype)
+                    last_ts = frame[0]
+                    batch.append(frame)
+                elif btype == SPB and interfaces:
+                    caplen = min(struct.unpack_from(order + "I", body)[0], len(body) - 4)
+                    # A Simple Packet Block has no timestamp: it takes the one before it.
+                    batch.append((last_ts, interfaces[0][0], body[4:4 + caplen]))
+                elif btype == IDB:
+                    interfaces.append(_interface(body, order))
+                    _supported(interfaces[-1][0], path)
+                pos += blen
+        except (PcapError, struct.error) as e:
+            failure = e
         if batch:
             yield batch
+        state.offset = base + pos
+        if isinstance(failure, struct.error):
+            raise PcapError(f"{path}: corrupt block at byte {base + pos} ({failure})") from failure
+        if failure is not None:
+            raise failure
         rest, base = buf[pos:], base + pos
         if eof:
             if rest:
