@@ -66,10 +66,6 @@ class FoldHooks(NamedTuple):
     ip_text: Callable  # (raw address) -> text, for addresses not in the table's cache
 
 
-def _ignore(*_args) -> None:
-    pass
-
-
 def _finish(flow: Flow, result: Classification | None) -> None:
     """What the first bytes tell, on the flow. A flow whose start was missed may still show a
     handshake, but never gets a plaintext app: it could not be judged plaintext."""
@@ -100,8 +96,8 @@ class FlowTable:
                  on_classified: Callable[[Flow, Classification], None] | None = None,
                  on_active: Callable[[Flow], None] | None = None, compiled: bool = HOTPATH is not None):
         self.on_end = on_end
-        self.on_start, self.on_answer = on_start, on_answer or _ignore
-        self.on_classified, self.on_active = on_classified or _ignore, on_active
+        self.on_start, self.on_answer = on_start, on_answer or (lambda flow: None)
+        self.on_classified, self.on_active = on_classified or (lambda flow, result: None), on_active
         self.compiled = compiled and HOTPATH is not None  # fold with agent/_hotpath.c (same results)
         self.settings = settings or FlowConfig()  # read at each use: a reload may replace it
         self.flows: dict[bytes, tuple] = {}  # key -> (flow, forward, track, other key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from agent.config import Config, ConfigError
-from agent.judges.netpol import NetpolJudge, WhatIfJudge
+from agent.judges.netpol_judges import NetpolJudge, WhatIfJudge
 from agent.judges.tls import TlsJudge, load_tls_rules
 from agent.model import ClusterView, Judge, NetworkPolicy
 

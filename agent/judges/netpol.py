@@ -1,4 +1,4 @@
-"""The NetworkPolicy judge: exact networking.k8s.io/v1 verdicts for flows.
+"""The NetworkPolicy engine: exact networking.k8s.io/v1 verdicts for flows.
 
 Judges stage. `NetpolEngine` compiles every policy once (netpol_compile.py)
 into per-namespace tuples and answers `decide(src, dst, port, protocol)`; the
@@ -11,9 +11,8 @@ decisions; any other end by which CIDRs hold its address (ipBlocks are all that
 match it); a port no policy names (no number, range or named port) as "any
 other port". A flood from random addresses or a scan of every port is then one
 cold decision, not one per address or port; the reasons, which name the ends
-and the port, are rebuilt for each flow. `NetpolJudge`
-wraps the engine for the pipeline (`policy-violation` findings) and
-`evaluate`/what-if reuse `decide_flow`.
+and the port, are rebuilt for each flow. The pipeline's judges wrap it
+(`netpol_judges.py`); `evaluate` asks `decide_flow` directly.
 
 Semantics, as the API defines them: a flow is allowed iff the source's egress
 and the destination's ingress both allow it; a pod no policy selects for a
@@ -36,9 +35,8 @@ from agent.judges.netpol_explain import (  # noqa: F401  (re-exported API)
     EGRESS_SIDE, INGRESS_SIDE, Decision, SideDecision, combine_backends, deciding_policies,
     describe, side_reason)
 from agent.model import (
-    ALLOW, AMBIGUOUS, ANSWER, CRITICAL, DENY, INFO, JUDGED_PROTOCOLS, NAMESPACE_NAME_LABEL, POD, POLICY_CHANGE,
-    POLICY_VIOLATION, SERVICE, TERMINAL_PHASES, WARNING, ClusterView, Endpoint, Finding, Flow, NetworkPolicy,
-    Pod, backend_port)
+    ALLOW, AMBIGUOUS, DENY, NAMESPACE_NAME_LABEL, POD, SERVICE, TERMINAL_PHASES, ClusterView, Endpoint,
+    NetworkPolicy, Pod, backend_port)
 
 # The API server labels every namespace with its name (since Kubernetes 1.21).
 DEFAULT_MAX_CACHE = 200_000  # decisions kept (~1 KiB each); past it the cache starts over
@@ -380,83 +378,3 @@ def _with_name_label(name: str, labels: Mapping[str, str]) -> Mapping[str, str]:
 def _pod_facts(pod: Pod) -> tuple:
     return (dict(pod.labels), tuple(pod.ports), pod.ips, pod.namespace,
             pod.phase in TERMINAL_PHASES, pod.host_network)
-
-
-class NetpolJudge:
-    """Pipeline judge: a `policy-violation` finding for every denied flow, at its answer.
-
-    Judged at the answer, so that `established` is known: a denied flow that was answered
-    anyway is an enforcement gap (the CNI let it through), reported as the finding's
-    `enforcement_gap` and counted in `flowwarden_enforcement_gaps_total` from that same field.
-    """
-    name = "netpol"
-    stage = ANSWER
-
-    def __init__(self, view: ClusterView, *, engine: NetpolEngine | None = None,
-                 extra_policies: Sequence[NetworkPolicy] = ()):
-        self.view = view
-        self.engine = engine if engine is not None else NetpolEngine(
-            view, extra_policies=extra_policies)
-
-    def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
-        if not self.view.synced or flow.protocol not in JUDGED_PROTOCOLS:
-            return []
-        decision = self.engine.decide_flow(src, dst, flow.dst_port, flow.protocol, explain=False)
-        if decision.verdict == ALLOW:
-            return []
-        decision = self.engine.decide_flow(src, dst, flow.dst_port, flow.protocol)  # explained: cached now
-        return [Finding(
-            kind=POLICY_VIOLATION,
-            severity=CRITICAL if flow.established else WARNING,
-            policies=decision.policies, reasons=decision.reasons,
-            detail={"enforcement_gap": flow.established,
-                    "egress": decision.egress.as_dict(), "ingress": decision.ingress.as_dict()})]
-
-    def decide_flow(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:
-        return self.engine.decide_flow(src, dst, port, protocol)
-
-    def on_change(self, kind: str, old, new) -> None:
-        self.engine.on_change(kind, old, new)
-
-
-class WhatIfJudge:
-    """`replay --with-policies`: judges each flow again with candidate policies on top, at its answer,
-    and reports the verdicts they would change (`policy-change`)."""
-    name = "what-if"
-    stage = ANSWER
-
-    def __init__(self, view: ClusterView, candidates: Sequence[NetworkPolicy], *, before: NetpolEngine | None = None):
-        self.view = view
-        self.before = before if before is not None else NetpolEngine(view)
-        self.after = NetpolEngine(view, extra_policies=candidates)
-
-    def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
-        if not self.view.synced or flow.protocol not in JUDGED_PROTOCOLS:
-            return []
-        args = (src, dst, flow.dst_port, flow.protocol)
-        before, after = self.before.decide_flow(*args, explain=False), self.after.decide_flow(*args, explain=False)
-        if before.verdict == after.verdict:
-            return []
-        return [policy_change(self.before.decide_flow(*args), self.after.decide_flow(*args))]
-
-    def on_change(self, kind: str, old, new) -> None:
-        self.after.on_change(kind, old, new)
-        self.before.on_change(kind, old, new)
-
-
-def policy_change(before: Decision, after: Decision) -> Finding | None:
-    """A `policy-change` finding when candidate policies flip a verdict, else None.
-
-    allow -> deny is a warning (the candidates would break this traffic);
-    deny -> allow is info.
-    """
-    if before.verdict == after.verdict:
-        return None
-    deciding = after if after.verdict == DENY else before
-    return Finding(
-        kind=POLICY_CHANGE,
-        severity=WARNING if after.verdict == DENY else INFO,
-        policies=tuple(dict.fromkeys(after.policies + deciding.policies)),
-        reasons=after.reasons,
-        detail={"before": before.verdict, "after": after.verdict,
-                "before_reasons": list(before.reasons)})

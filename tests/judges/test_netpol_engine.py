@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from agent.judges.netpol import NetpolEngine, NetpolJudge, policy_change
+from agent.judges.netpol import NetpolEngine
+from agent.judges.netpol_judges import NetpolJudge, policy_change
 from agent.model import (
     ALLOW, CRITICAL, DENY, INFO, NODE, POLICY_CHANGE, POLICY_VIOLATION, SERVICE, WARNING, Endpoint,
     Flow, Namespace)
