@@ -174,3 +174,33 @@ def test_table_key_matches_the_decoders_key_for_tcp_and_udp():
     t.ingest([(1.0, 1, tcp(CLIENT, CP, VIP, 80, S))])
     assert table_key(6, CLIENT, VIP, CP, 80) in t.flows and table_key(6, VIP, CLIENT, 80, CP) in t.flows
     assert table_key(17, CLIENT, VIP, CP, 80).endswith(b"\x11")
+
+
+class AnswerHarness(Harness):
+    """A Harness whose answers also go through the merge (as the live agent wires it)."""
+
+    def __init__(self, **merge):
+        self.answered: list = []
+        super().__init__(**merge)
+        self.merge.answer = self._answer
+        self.table.on_answer = self.merge.on_answer
+
+    def _answer(self, flow) -> None:
+        self.answered.append((flow.src_ip, flow.dst_ip, flow.dst_port, flow.orig_dst, flow.established))
+        flow.verdict = "allow"  # what the pipeline sets: the answer is judged once
+
+
+def test_a_service_connection_is_judged_at_its_syn_ack_against_the_backend_conntrack_named():
+    h = AnswerHarness().ct(event(CT_NEW, 10.0)).packets(connection(10.0, VIP, 80)[:2])  # SYN, SYN-ACK
+    assert h.answered == [(CLIENT, POD, 8000, (VIP, 80), True)] and h.judged == []
+
+
+def test_the_copy_captured_after_dnat_is_not_judged_again_at_its_answer():
+    h = AnswerHarness().ct(event(CT_NEW, 10.0))
+    h.packets(connection(10.0, VIP, 80)[:2]).packets(connection(10.0005, POD, 8000)[:2])
+    assert h.answered == [(CLIENT, POD, 8000, (VIP, 80), True)]
+
+
+def test_an_answer_without_conntrack_entry_is_judged_as_captured():
+    h = AnswerHarness().packets(connection(10.0, "10.244.3.30", 443, sport=5555)[:2])
+    assert h.answered == [(CLIENT, "10.244.3.30", 443, None, True)]
