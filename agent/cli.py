@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -20,7 +21,7 @@ from agent.capture.pcap import Damage, PcapError, read_frames
 from agent.config import ConfigError, load_config
 from agent.evaluate import evaluate_lines, load_policy_files, policy_files
 from agent.inventory.objects import ObjectError
-from agent.inventory.snapshot import ClusterFileError, load_cluster
+from agent.inventory.snapshot import ClusterFileError, check_usable, describe_kinds, load_cluster
 from agent.judges.netpol import NetpolEngine, PolicyError, validate_policy
 from agent.pipeline import Pipeline, settle_heap
 from agent.sinks.events import EventSink, FlowRecordSink
@@ -89,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--cluster", help="static cluster state file instead of the live API (air-gapped nodes, tests)")
     g.add_argument("--kubeconfig", help="kubeconfig (default: the pod's service account, else $KUBECONFIG)")
     n.add_argument("--context", help="kubeconfig context")
+    _allow_empty(n)
     n.add_argument("--config", help="settings YAML (the DaemonSet's ConfigMap); SIGHUP reloads it")
     n.add_argument("--interfaces", help='comma-separated names or globs, e.g. "veth*,cni0" '
                    "(default: capture.interfaces, else pod veths, CNI bridges and overlays)")
@@ -110,6 +112,12 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cluster", help="cluster state file (kubectl get ... -o json, or flowwarden snapshot)")
     g.add_argument("--kubeconfig", help="use the live cluster through this kubeconfig")
     p.add_argument("--context", help="kubeconfig context")
+    _allow_empty(p)
+
+
+def _allow_empty(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-empty-cluster", action="store_true",
+                   help="accept a --cluster file with no Pods and no Namespaces (every endpoint is then external)")
 
 
 @contextlib.contextmanager
@@ -167,7 +175,7 @@ def _flag_name(flag: str) -> str:
 def _load_view(args: argparse.Namespace):
     with _user_errors():
         if args.cluster:
-            store = load_cluster(args.cluster)
+            store = _load_cluster_file(args)
             where = args.cluster
         else:
             from agent.inventory.live import live_store  # the API client is only loaded when used
@@ -179,6 +187,18 @@ def _load_view(args: argparse.Namespace):
                     validate_policy(policy)
                 except PolicyError as e:
                     raise PolicyError(f"{where}: {e}") from e
+    return store
+
+
+def _load_cluster_file(args: argparse.Namespace):
+    """The --cluster file; unused kinds are said in one line, and no Pods or Namespaces is an error."""
+    ignored: Counter = Counter()
+    store = load_cluster(args.cluster, ignored=ignored)
+    if not args.allow_empty_cluster:
+        check_usable(store, source=args.cluster, ignored=ignored)
+    if ignored:
+        print(f"flowwarden: warning: {args.cluster}: ignored {sum(ignored.values()):,} objects of kinds "
+              f"flowwarden does not use ({describe_kinds(ignored)})", file=sys.stderr)
     return store
 
 
@@ -286,6 +306,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     json_logging()
     with _user_errors():
         _refuse_clobbering(args, {f: [getattr(args, f)] for f in _INPUT_FLAGS})
+        if args.cluster and not args.allow_empty_cluster:
+            load_config(args.config)  # a bad config is named first, as the agent would
+            ignored: Counter = Counter()
+            check_usable(load_cluster(args.cluster, ignored=ignored), source=args.cluster, ignored=ignored)
         agent = Agent(RunOptions(config=args.config, cluster=args.cluster, kubeconfig=args.kubeconfig,
                                  context=args.context, interfaces=args.interfaces, listen=args.listen,
                                  events=args.events, flows=args.flows))

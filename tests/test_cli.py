@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 import subprocess
 import sys
@@ -282,3 +283,44 @@ def test_a_dash_reads_the_capture_from_standard_input(tmp_path):
     assert run.returncode == 0, run.stderr
     kinds = [orjson.loads(line)["kind"] for line in run.stdout.splitlines()]
     assert kinds == ["policy-violation", "policy-violation"]
+
+
+# --- cluster state: empty or useless is an error, unused kinds are said ---------------------------
+
+@pytest.mark.parametrize("content, found", [
+    (b"", "found nothing flowwarden uses"),
+    (b"{}", "found 1 object without a kind"),
+    (b'{"kind": "List", "items": []}', "found nothing flowwarden uses"),
+    (b"kind: ConfigMap\nmetadata: {name: x}\ndata: {}\n", "found 1 ConfigMap"),
+    (b'{"kind": "DeploymentList", "items": [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}]}',
+     "found 2 Deployment"),
+])
+@pytest.mark.parametrize("command", ["replay", "evaluate", "run"])
+def test_a_cluster_state_without_pods_or_namespaces_is_an_error(capsys, tmp_path, content, found, command):
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_bytes(content)
+    argv = {"replay": ["replay", PCAP], "evaluate": ["evaluate", "--flows", os.devnull], "run": ["run"]}[command]
+    _fails(capsys, [*argv, "--cluster", str(cluster)],
+           f"flowwarden: error: {cluster}: no Pods and no Namespaces ({found})", "--allow-empty-cluster")
+    assert cluster.read_bytes() == content
+
+
+def test_allow_empty_cluster_accepts_it_and_says_what_was_ignored(capsys, tmp_path):
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_bytes(b"kind: ConfigMap\nmetadata: {name: x}\n---\nkind: ConfigMap\nmetadata: {name: y}\n")
+    assert main(["replay", PCAP, "--cluster", str(cluster), "--allow-empty-cluster",
+                 "--events", str(tmp_path / "e.jsonl")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"flowwarden: warning: {cluster}: ignored 2 objects of kinds flowwarden does not use "
+                      "(2 ConfigMap)")
+
+
+def test_unused_kinds_next_to_pods_are_counted_in_one_warning(capsys, tmp_path):
+    state = orjson.loads(Path(CLUSTER).read_bytes())
+    state["items"] += [{"kind": "Deployment", "metadata": {"name": "a"}}, {"kind": "ConfigMap"},
+                       {"kind": "Deployment", "metadata": {"name": "b"}}]
+    cluster = tmp_path / "cluster.json"
+    cluster.write_bytes(orjson.dumps(state))
+    assert main(["replay", PCAP, "--cluster", str(cluster), "--events", str(tmp_path / "e.jsonl")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("ignored 3 objects of kinds flowwarden does not use (2 Deployment, 1 ConfigMap)")

@@ -7,6 +7,7 @@ snapshot says who owns what, not since when.
 from __future__ import annotations
 
 import gzip
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -56,20 +57,26 @@ def iter_items(documents: Iterable[Any], *, source: str) -> Iterable[Mapping]:
                 raise ClusterFileError(f"{source}: {doc.get('kind', 'List')} without an items list")
             item_kind = str(doc.get("kind", ""))[:-4]  # PodList items may omit their kind
             yield from ({"kind": item_kind, **i} if isinstance(i, Mapping) and "kind" not in i and
-                        item_kind in CONVERTERS else i for i in items)
+                        item_kind else i for i in items)
         else:
             yield doc
 
 
-def load_cluster(path: str | Path, *, store: Store | None = None) -> Store:
-    """A synced, timeless Store from a cluster file; ClusterFileError names what is wrong."""
+def load_cluster(path: str | Path, *, store: Store | None = None, ignored: Counter | None = None) -> Store:
+    """A synced, timeless Store from a cluster file; ClusterFileError names what is wrong.
+
+    Objects of kinds flowwarden does not use are counted by kind in `ignored`:
+    a ConfigMap given as the cluster state should be said, not silently dropped.
+    """
     source = str(path)
     by_kind: dict[str, list[Any]] = {kind: [] for kind in KINDS}
     for item in iter_items(read_documents(path), source=source):
         if not isinstance(item, Mapping):
             raise ClusterFileError(f"{source}: list item is not an object")
         if item.get("kind") not in CONVERTERS:
-            continue  # other kinds (ReplicaSets, ConfigMaps ...) are not needed
+            if ignored is not None:  # other kinds (ReplicaSets, ConfigMaps ...) are not needed
+                ignored[str(item.get("kind") or "object without a kind")] += 1
+            continue
         try:
             kind, obj = convert(item)
         except ObjectError as e:
@@ -79,3 +86,18 @@ def load_cluster(path: str | Path, *, store: Store | None = None) -> Store:
     for kind in KINDS:  # namespaces first: policies and pods refer to them
         store.replace(kind, by_kind[kind], at=0.0)
     return store
+
+
+def check_usable(store: Store, *, source: str, ignored: Counter) -> None:
+    """A cluster state without Pods and Namespaces makes every endpoint external: a false all-clear."""
+    if any(store.objects[kind] for kind in ("Pod", "Namespace")):
+        return
+    found = f"found {describe_kinds(ignored)}" if ignored else "found nothing flowwarden uses"
+    raise ClusterFileError(f"{source}: no Pods and no Namespaces ({found}), so every endpoint would be "
+                           "external; give kubectl get pods,namespaces,services,endpointslices,networkpolicies "
+                           "-A -o json, or pass --allow-empty-cluster")
+
+
+def describe_kinds(counts: Counter) -> str:
+    """"2 ConfigMap, 1 Deployment": objects counted by kind, most first."""
+    return ", ".join(f"{n:,} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
