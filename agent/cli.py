@@ -26,7 +26,7 @@ from agent.judges.netpol import NetpolEngine, PolicyError, validate_policy
 from agent.pipeline import Pipeline, settle_heap
 from agent.sinks.events import EventSink, FlowRecordSink
 from agent.sinks.metrics import MetricsSink
-from agent.sinks.summary import Progress, summary_lines
+from agent.sinks.summary import Progress, SummarySink, summary_lines
 
 USER_ERRORS = (PcapError, ClusterFileError, ConfigError, PolicyError, ObjectError, ValueError,
                FileNotFoundError, IsADirectoryError, PermissionError)
@@ -255,7 +255,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with _user_errors(), _output(args.events) as events_out, \
             (_output(args.flows) if args.flows else contextlib.nullcontext()) as flows_out:
         metrics = MetricsSink(max_namespaces=config.metrics.max_namespaces)
-        sinks = [EventSink(events_out, window=config.events.window, max_groups=config.events.max_groups), metrics]
+        events = EventSink(events_out, window=config.events.window, max_groups=config.events.max_groups)
+        counted = SummarySink()
+        sinks = [events, metrics, counted]
         if flows_out:
             sinks.append(FlowRecordSink(flows_out))
         pipeline = Pipeline(view=view, config=config, sinks=sinks, candidates=candidates)
@@ -282,7 +284,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         for d in damaged:
             print(f"flowwarden: damaged input: {d.describe()}", file=sys.stderr)
-        for line in summary_lines(pipeline, elapsed=elapsed):
+        for line in summary_lines(pipeline, elapsed=elapsed, events=events.written, counted=counted):
             print(line, file=sys.stderr)
     if interrupted:
         print("flowwarden: interrupted; events and metrics cover what was read", file=sys.stderr)
