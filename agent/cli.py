@@ -23,10 +23,12 @@ from agent.evaluate import evaluate_lines, load_policy_files, policy_files
 from agent.inventory.objects import ObjectError
 from agent.inventory.snapshot import ClusterFileError, check_usable, describe_kinds, load_cluster
 from agent.judges.netpol import NetpolEngine, PolicyError, validate_policy
+from agent.model import ALLOW, DENY, UNKNOWN
 from agent.pipeline import Pipeline, settle_heap
 from agent.sinks.events import EventSink, FlowRecordSink
 from agent.sinks.metrics import MetricsSink
 from agent.sinks.summary import Progress, SummarySink, summary_lines
+from agent.sinks.text import FORMATS, SEVERITIES, EventFilter, FilteredSink, TextWriter, default_format, use_colour
 
 USER_ERRORS = (PcapError, ClusterFileError, ConfigError, PolicyError, ObjectError, ValueError,
                FileNotFoundError, IsADirectoryError, PermissionError)
@@ -76,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--flows", help="write every flow as a JSON line here")
     r.add_argument("--with-policies", nargs="+", default=[], metavar="PATH",
                    help="candidate NetworkPolicies (files or folders): report what they would change")
+    _output_args(r)
+    _filter_args(r)
     r.set_defaults(command=cmd_replay)
 
     e = sub.add_parser("evaluate", help="judge flows given as JSON Lines")
@@ -83,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--flows", default="-", help="JSON Lines of flows (default: stdin)")
     e.add_argument("--with-policies", nargs="+", default=[], metavar="PATH")
     e.add_argument("--explain", action="store_true", help="readable text instead of JSON")
+    _output_args(e)
+    _filter_args(e)
     e.set_defaults(command=cmd_evaluate)
 
     n = sub.add_parser("run", help="the node agent: capture live pod traffic and judge it")
@@ -113,6 +119,31 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kubeconfig", help="use the live cluster through this kubeconfig")
     p.add_argument("--context", help="kubeconfig context")
     _allow_empty(p)
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", choices=FORMATS, dest="format",
+                   help="text: one line per event (severity, kind, ns/pod → ns/pod:port/proto, established, "
+                   "first reason; coloured on a terminal unless NO_COLOR is set); json: one JSON object per "
+                   "line (default: text on a terminal, json otherwise)")
+
+
+def _filter_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", action="append", default=[], metavar="KIND",
+                   help="only events of this kind, e.g. policy-violation, plaintext, tls-version "
+                   "(repeat or comma-separate for several)")
+    p.add_argument("--namespace", action="append", default=[], metavar="NS",
+                   help="only events with this namespace at either end (repeat or comma-separate)")
+    p.add_argument("--min-severity", choices=SEVERITIES, help="only events at least this severe")
+    p.add_argument("--verdict", action="append", default=[], choices=(ALLOW, DENY, UNKNOWN),
+                   help="only events of flows with this NetworkPolicy verdict (repeatable)")
+
+
+def _event_filter(args: argparse.Namespace) -> EventFilter:
+    def split(values: list[str]) -> frozenset[str]:
+        return frozenset(v.strip() for value in values for v in value.split(",") if v.strip())
+    return EventFilter(kinds=split(args.kind), namespaces=split(args.namespace),
+                       min_severity=args.min_severity, verdicts=frozenset(args.verdict))
 
 
 def _allow_empty(p: argparse.ArgumentParser) -> None:
@@ -255,9 +286,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with _user_errors(), _output(args.events) as events_out, \
             (_output(args.flows) if args.flows else contextlib.nullcontext()) as flows_out:
         metrics = MetricsSink(max_namespaces=config.metrics.max_namespaces)
-        events = EventSink(events_out, window=config.events.window, max_groups=config.events.max_groups)
+        fmt = args.format or default_format(events_out)
+        written_to = TextWriter(events_out, colour=use_colour(events_out)) if fmt == "text" else events_out
+        events = EventSink(written_to, window=config.events.window, max_groups=config.events.max_groups)
+        keep = _event_filter(args)
         counted = SummarySink()
-        sinks = [events, metrics, counted]
+        sinks = [FilteredSink(events, keep) if keep else events, metrics, counted]
         if flows_out:
             sinks.append(FlowRecordSink(flows_out))
         pipeline = Pipeline(view=view, config=config, sinks=sinks, candidates=candidates)
@@ -298,8 +332,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         candidates = load_policy_files(args.with_policies) if args.with_policies else []
         engine = NetpolEngine(view, extra_policies=candidates)
         source = sys.stdin.buffer if args.flows == "-" else open(args.flows, "rb")
+        out = sys.stdout.buffer
         with source:
-            evaluate_lines(engine, view, source, sys.stdout.buffer, explain=args.explain, at=time.time())
+            evaluate_lines(engine, view, source, out, explain=args.explain, at=time.time(),
+                           text=(args.format or default_format(out)) == "text", colour=use_colour(out),
+                           keep=_event_filter(args))
     return 0
 
 

@@ -17,6 +17,7 @@ import yaml
 from agent.judges.netpol import Decision, NetpolEngine, PolicyError, describe, validate_policy
 from agent.model import DENY, JUDGED_PROTOCOLS, TCP, ClusterView, Endpoint, NetworkPolicy
 from agent.sinks.events import endpoint_record
+from agent.sinks.text import EventFilter, verdict_text
 
 POLICY_API_VERSION = "networking.k8s.io/v1"
 _POLICY_SUFFIXES = (".yaml", ".yml", ".json")
@@ -103,10 +104,12 @@ def _to_policy(obj: Mapping, *, file: Path) -> NetworkPolicy:
 # -- evaluating flows ---------------------------------------------------------------
 
 def evaluate_lines(engine: NetpolEngine, view: ClusterView, lines: Iterable[str | bytes],
-                   out: BinaryIO, *, explain: bool, at: float) -> int:
-    """Judge every flow line, writing one result per line; returns the number of denies.
+                   out: BinaryIO, *, explain: bool, at: float, text: bool = False, colour: bool = False,
+                   keep: EventFilter | None = None) -> int:
+    """Judge every flow line, writing one result per line (JSON, `text`, or an `explain` block).
 
-    Blank lines are skipped; a malformed line raises ValueError naming its number.
+    Returns the number of denies (all of them, whatever `keep` shows). Blank
+    lines are skipped; a malformed line raises ValueError naming its number.
     """
     denied = 0
     for number, line in enumerate(lines, 1):
@@ -116,14 +119,18 @@ def evaluate_lines(engine: NetpolEngine, view: ClusterView, lines: Iterable[str 
         src, dst = view.endpoint(src_ip, at), view.endpoint(dst_ip, at)
         decision = engine.decide_flow(src, dst, dst_port, protocol)
         denied += decision.verdict == DENY
+        record = {"verdict": decision.verdict,
+                  "src": endpoint_record(src, src_port), "dst": endpoint_record(dst, dst_port),
+                  "egress": decision.egress.as_dict(), "ingress": decision.ingress.as_dict(),
+                  "policies": list(decision.policies), "reasons": list(decision.reasons)}
+        if keep and not keep.keeps_verdict(record):
+            continue
         if explain:
             out.write(explain_text(decision, src=src, dst=dst, port=dst_port,
                                    protocol=protocol).encode())
+        elif text:
+            out.write(verdict_text({**record, "protocol": protocol}, colour=colour).encode())
         else:
-            record = {"verdict": decision.verdict,
-                      "src": endpoint_record(src, src_port), "dst": endpoint_record(dst, dst_port),
-                      "egress": decision.egress.as_dict(), "ingress": decision.ingress.as_dict(),
-                      "policies": list(decision.policies), "reasons": list(decision.reasons)}
             out.write(orjson.dumps(record) + b"\n")
     return denied
 

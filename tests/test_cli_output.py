@@ -1,0 +1,133 @@
+"""`-o text|json` and the event filters, through the CLI, against golden text and the scenario goldens."""
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agent.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PCAPS = ROOT / "pcaps"
+SCENARIOS = ROOT / "tests" / "scenarios"
+HTTP = PCAPS / "http-allowed-and-denied"
+FLOW_LINE = b'{"src_ip": "10.244.1.30", "dst_ip": "10.244.1.20", "dst_port": 8080, "protocol": "TCP"}\n'
+
+HTTP_TEXT = """\
+critical policy-violation other/batch-job-7b5d6c8f9-mn4zx → api/api-6d8f7b9c5-kx2lp:8080/TCP established \
+egress open: no policy selects other/batch-job-7b5d6c8f9-mn4zx for egress
+warning policy-violation web/frontend-5f7c9d8b6-abcde → api/api-6d8f7b9c5-kx2lp:9090/TCP not-established \
+egress open: no policy selects web/frontend-5f7c9d8b6-abcde for egress
+"""
+
+
+def _replay(capsys, scenario: str, *extra: str) -> str:
+    assert main(["replay", str(PCAPS / scenario / "capture.pcap"), "--cluster",
+                 str(PCAPS / scenario / "cluster.json"), *extra]) == 0
+    return capsys.readouterr().out
+
+
+def _golden(scenario: str) -> list[dict]:
+    return [orjson.loads(line) for line in (SCENARIOS / scenario / "expected-events.jsonl").read_bytes().splitlines()]
+
+
+def _json(out: str) -> list[dict]:
+    return [orjson.loads(line) for line in out.splitlines()]
+
+
+def test_text_is_one_line_per_event_severity_first(capsys):
+    assert _replay(capsys, "http-allowed-and-denied", "-o", "text") == HTTP_TEXT
+
+
+def test_a_follow_up_says_how_many_more(capsys):
+    crafted = sorted(str(p) for p in (PCAPS / "crafted").glob("*.pcap*")
+                     if p.name not in {"corrupt-magic.pcap", "truncated-file.pcap"})
+    assert main(["replay", *crafted, "--cluster", str(PCAPS / "crafted" / "cluster.json"), "-o", "text",
+                 "--min-severity", "critical"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all(line.startswith("critical policy-violation web/") for line in lines)
+    assert lines[-1].endswith("443/TCP established egress open: no policy selects "
+                              "web/frontend-5f7c9d8b6-abcde for egress (+3 more)")
+
+
+def test_json_is_the_default_when_stdout_is_not_a_terminal(capsys):
+    assert _json(_replay(capsys, "http-allowed-and-denied")) == _golden("http-allowed-and-denied")
+
+
+@pytest.mark.parametrize("no_color, coloured", [(None, True), ("1", False)])
+def test_text_is_the_default_on_a_terminal_and_coloured_unless_no_color(no_color, coloured):
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    if no_color:
+        env["NO_COLOR"] = no_color
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "replay", str(HTTP / "capture.pcap"),
+                             "--cluster", str(HTTP / "cluster.json")], stdout=follower,
+                            stderr=subprocess.DEVNULL, env=env)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    text = out.decode().replace("\r\n", "\n")
+    if coloured:
+        assert text.startswith("\033[1;31mcritical\033[0m policy-violation other/")
+        assert "\n\033[33mwarning\033[0m policy-violation web/" in text
+    else:
+        assert text == HTTP_TEXT
+
+
+@pytest.mark.parametrize("scenario, flag, value, kept", [
+    ("tls-versions", "--kind", "tls-version", lambda e: e["kind"] == "tls-version"),
+    ("tls-versions", "--kind", "plaintext,tls-version", lambda e: True),
+    ("http-allowed-and-denied", "--namespace", "other",
+     lambda e: "other" in (e["src"]["namespace"], e["dst"]["namespace"])),
+    ("http-allowed-and-denied", "--verdict", "allow", lambda e: False),
+    ("http-allowed-and-denied", "--verdict", "deny", lambda e: True),
+    ("tls-versions", "--min-severity", "critical", lambda e: e["severity"] == "critical"),
+    ("tls-versions", "--min-severity", "warning", lambda e: True),
+])
+def test_a_filter_keeps_exactly_the_events_it_names(capsys, scenario, flag, value, kept):
+    produced = _json(_replay(capsys, scenario, "-o", "json", flag, value))
+    assert produced == [e for e in _golden(scenario) if kept(e)]
+
+
+def test_filters_leave_the_metrics_and_summary_whole(capsys, tmp_path):
+    _replay(capsys, "http-allowed-and-denied", "--namespace", "nowhere", "--metrics", str(tmp_path / "m.prom"))
+    assert (tmp_path / "m.prom").read_text() == (SCENARIOS / "http-allowed-and-denied" / "expected-metrics.prom").read_text()
+
+
+def _evaluate(argv: list[str], data: bytes) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agent.cli", "evaluate", "--cluster", str(HTTP / "cluster.json"),
+                           *argv], input=data, capture_output=True, timeout=60)
+
+
+def test_evaluate_text_is_one_line_per_verdict():
+    lines = FLOW_LINE + b'{"src_ip": "10.244.1.10", "dst_ip": "10.244.2.20", "dst_port": 8080}\n'
+    run = _evaluate(["-o", "text"], lines)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.decode().splitlines()[0] == (
+        "deny other/batch-job-7b5d6c8f9-mn4zx → api/api-6d8f7b9c5-kx2lp:8080/TCP "
+        "egress open: no policy selects other/batch-job-7b5d6c8f9-mn4zx for egress")
+    assert run.stdout.decode().splitlines()[1].startswith("allow web/frontend-5f7c9d8b6-abcde → ")
+
+
+def test_evaluate_filters_by_verdict_and_namespace():
+    lines = FLOW_LINE + b'{"src_ip": "10.244.1.10", "dst_ip": "10.244.2.20", "dst_port": 8080}\n'
+    denies = _evaluate(["-o", "json", "--verdict", "deny"], lines)
+    assert [r["verdict"] for r in _json(denies.stdout.decode())] == ["deny"]
+    web = _evaluate(["-o", "json", "--namespace", "web"], lines)
+    assert [r["src"]["namespace"] for r in _json(web.stdout.decode())] == ["web"]
+    critical = _evaluate(["-o", "json", "--min-severity", "critical"], lines)
+    assert [r["verdict"] for r in _json(critical.stdout.decode())] == ["deny"]
