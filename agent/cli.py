@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import orjson
-from agent.capture.pcap import Damage, PcapError, read_frames
+from agent.capture.pcap import Damage, PcapError, capture_files, file_size, read_frames
 from agent.config import ConfigError, load_config
 from agent.evaluate import evaluate_lines, load_policy_files, policy_files
 from agent.inventory.objects import ObjectError
@@ -27,6 +28,7 @@ from agent.model import ALLOW, DENY, UNKNOWN
 from agent.pipeline import Pipeline, settle_heap
 from agent.sinks.events import EventSink, FlowRecordSink
 from agent.sinks.metrics import MetricsSink
+from agent.sinks.outputs import OutputClashError, refuse_clobbering
 from agent.sinks.summary import Progress, SummarySink, summary_lines
 from agent.sinks.text import FORMATS, SEVERITIES, EventFilter, FilteredSink, TextWriter, default_format, use_colour
 
@@ -63,35 +65,55 @@ def main(argv: list[str] | None = None) -> int:
         return 141
 
 
+EVALUATE_INPUT = """input: one flow per line, JSON; blank lines are skipped:
+  {"src_ip": "10.244.1.30", "dst_ip": "10.244.1.20", "dst_port": 8080, "protocol": "TCP", "src_port": 40000}
+  src_ip and dst_ip are IPv4 or IPv6 addresses, dst_port (and the optional src_port) 1-65535,
+  protocol TCP (the default), UDP or SCTP. flowwarden's own flow records (replay/run --flows)
+  are read too: their src.ip, src.port, dst.ip, dst.port and protocol.
+
+exit status: 0 judged (1 with --check when any verdict is deny); 2 bad input (one line names it)
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowwarden", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"flowwarden {_version()}")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
 
-    r = sub.add_parser("replay", help="judge recorded captures against a cluster state",
-                       epilog=REPLAY_EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r = sub.add_parser("replay", help="judge recorded captures against a cluster state", formatter_class=raw,
+                       epilog=REPLAY_EXIT_STATUSES,
+                       description="Judge recorded captures (pcap, pcapng, gzip) against a cluster state: "
+                       "events on stdout (or --events), a summary on stderr.")
     r.add_argument("pcaps", nargs="+", metavar="PCAP",
                    help="pcap or pcapng files (gzip too); a folder means every file in it; - is standard input")
     _cluster_args(r)
-    r.add_argument("--config", help="settings YAML (the DaemonSet's ConfigMap)")
+    r.add_argument("--config", help="settings YAML, or the DaemonSet's ConfigMap manifest")
     r.add_argument("--events", help="write events here (default: stdout)")
     r.add_argument("--metrics", help="write Prometheus metrics (text format) here")
     r.add_argument("--flows", help="write every flow as a JSON line here")
-    r.add_argument("--with-policies", nargs="+", default=[], metavar="PATH",
-                   help="candidate NetworkPolicies (files or folders): report what they would change")
+    _with_policies(r)
     _output_args(r)
     _filter_args(r)
     r.set_defaults(command=cmd_replay)
 
-    e = sub.add_parser("evaluate", help="judge flows given as JSON Lines")
+    e = sub.add_parser("evaluate", help="judge flows given as JSON Lines", formatter_class=raw,
+                       epilog=EVALUATE_INPUT,
+                       description="Judge flows given as JSON Lines against the cluster's NetworkPolicies "
+                       "(what-if: with candidate policies too): one result per input line.")
     _cluster_args(e)
-    e.add_argument("--flows", default="-", help="JSON Lines of flows (default: stdin)")
-    e.add_argument("--with-policies", nargs="+", default=[], metavar="PATH")
-    e.add_argument("--explain", action="store_true", help="readable text instead of JSON")
+    e.add_argument("--flows", default="-", help="JSON Lines of flows, see below (default: stdin)")
+    _with_policies(e)
+    e.add_argument("--explain", action="store_true",
+                   help="a readable block per flow with every reason; with --with-policies, before → after")
+    e.add_argument("--check", action="store_true", help="exit 1 when any verdict is deny (a CI gate)")
     _output_args(e)
     _filter_args(e)
     e.set_defaults(command=cmd_evaluate)
 
-    n = sub.add_parser("run", help="the node agent: capture live pod traffic and judge it")
+    n = sub.add_parser("run", help="the node agent: capture live pod traffic and judge it",
+                       description="The node agent (what the DaemonSet runs): capture pod traffic on this node, "
+                       "judge it, write events, serve /metrics, /healthz and /readyz. Needs root or CAP_NET_RAW.")
     g = n.add_mutually_exclusive_group()
     g.add_argument("--cluster", help="static cluster state file instead of the live API (air-gapped nodes, tests)")
     g.add_argument("--kubeconfig", help="kubeconfig (default: the pod's service account, else $KUBECONFIG)")
@@ -105,12 +127,27 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--flows", help="append every flow as a JSON line here")
     n.set_defaults(command=cmd_run)
 
-    s = sub.add_parser("snapshot", help="write the live cluster state as a --cluster file")
+    s = sub.add_parser("snapshot", help="write the live cluster state as a --cluster file",
+                       description="Write the live cluster state (Namespaces, Pods, Services, EndpointSlices, "
+                       "NetworkPolicies) as a file for replay --cluster, taken next to a capture.")
     s.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster account, else $KUBECONFIG)")
     s.add_argument("--context", help="kubeconfig context")
     s.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
     s.set_defaults(command=cmd_snapshot)
     return p
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("flowwarden")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _with_policies(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--with-policies", action="append", default=[], metavar="PATH",
+                   help="candidate NetworkPolicies, a file or a folder (repeat for several): "
+                   "report what they would change")
 
 
 def _cluster_args(p: argparse.ArgumentParser) -> None:
@@ -169,38 +206,14 @@ _OUTPUT_FLAGS = ("events", "flows", "metrics")
 _INPUT_FLAGS = ("cluster", "config", "kubeconfig")
 
 
-def _identities(path: str) -> set:
-    """What makes two names the same file: the resolved path, and the inode when it exists."""
-    ids: set = {os.path.realpath(path)}
-    with contextlib.suppress(OSError):
-        st = os.stat(path)
-        ids.add((st.st_dev, st.st_ino))
-    return ids
-
-
 def _refuse_clobbering(args: argparse.Namespace, inputs: dict[str, list[str]]) -> None:
-    """An output that is an input or another output would lose evidence: refuse before opening any.
-
-    `inputs` maps a flag (or "PCAP") to the paths it reads; outputs are the set flags of _OUTPUT_FLAGS.
-    """
-    seen: list[tuple[str, str, set]] = []
-    for flag, paths in inputs.items():
-        seen += [(flag, p, _identities(p)) for p in paths if p and p != "-"]
-    for flag in _OUTPUT_FLAGS:
-        path = getattr(args, flag, None)
-        if not path or path == "-":
-            continue
-        ids = _identities(path)
-        for other_flag, other, other_ids in seen:
-            if ids & other_ids:
-                role = "an input" if other_flag in inputs else "another output"
-                raise UserError(f"--{flag} {path} is {role} ({_flag_name(other_flag)} {other}); "
-                                "refusing to overwrite it, nothing was written")
-        seen.append((flag, path, ids))
-
-
-def _flag_name(flag: str) -> str:
-    return flag if flag == "PCAP" else f"--{flag.replace('_', '-')}"
+    """An output that is an input or another output would lose evidence: refuse before opening any."""
+    outputs = {f"--{flag}": getattr(args, flag, None) for flag in _OUTPUT_FLAGS}
+    named = {(k if k == "PCAP" else f"--{k.replace('_', '-')}"): v for k, v in inputs.items()}
+    try:
+        refuse_clobbering(outputs, named)
+    except OutputClashError as e:
+        raise UserError(str(e)) from e
 
 
 def _load_view(args: argparse.Namespace):
@@ -254,26 +267,9 @@ def _stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _captures(paths: list[str]) -> list[str]:
-    """The files to replay: a folder stands for every file in it (a tcpdump -C/-G rotation), sorted."""
-    out: list[str] = []
-    for path in paths:
-        if path != "-" and os.path.isdir(path):
-            out += sorted(str(f) for f in Path(path).iterdir() if f.is_file() and not f.name.startswith("."))
-        else:
-            out.append(path)
-    return out
-
-
-def _size(path: str) -> int:
-    with contextlib.suppress(OSError):
-        return os.path.getsize(path) if path != "-" else 0
-    return 0
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     with _user_errors():
-        captures = _captures(args.pcaps)
+        captures = capture_files(args.pcaps)
         if not captures:
             raise PcapError(f"{' '.join(args.pcaps)}: no capture files in it")
         _refuse_clobbering(args, {"PCAP": captures, **{f: [getattr(args, f)] for f in _INPUT_FLAGS},
@@ -297,7 +293,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         pipeline = Pipeline(view=view, config=config, sinks=sinks, candidates=candidates)
         metrics.watch(pipeline.stats())
         settle_heap()
-        progress = Progress(sys.stderr, total_bytes=sum(_size(p) for p in captures))
+        progress = Progress(sys.stderr, total_bytes=sum(file_size(p) for p in captures))
         started = time.perf_counter()
         interrupted = False
         try:
@@ -331,13 +327,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with _user_errors():
         candidates = load_policy_files(args.with_policies) if args.with_policies else []
         engine = NetpolEngine(view, extra_policies=candidates)
+        before = NetpolEngine(view) if candidates and args.explain else None
         source = sys.stdin.buffer if args.flows == "-" else open(args.flows, "rb")
         out = sys.stdout.buffer
         with source:
-            evaluate_lines(engine, view, source, out, explain=args.explain, at=time.time(),
-                           text=(args.format or default_format(out)) == "text", colour=use_colour(out),
-                           keep=_event_filter(args))
-    return 0
+            denied = evaluate_lines(engine, view, source, out, explain=args.explain, at=time.time(),
+                                    text=(args.format or default_format(out)) == "text", colour=use_colour(out),
+                                    keep=_event_filter(args), before=before)
+    return 1 if args.check and denied else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

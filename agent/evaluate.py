@@ -105,10 +105,12 @@ def _to_policy(obj: Mapping, *, file: Path) -> NetworkPolicy:
 
 def evaluate_lines(engine: NetpolEngine, view: ClusterView, lines: Iterable[str | bytes],
                    out: BinaryIO, *, explain: bool, at: float, text: bool = False, colour: bool = False,
-                   keep: EventFilter | None = None) -> int:
+                   keep: EventFilter | None = None, before: NetpolEngine | None = None) -> int:
     """Judge every flow line, writing one result per line (JSON, `text`, or an `explain` block).
 
-    Returns the number of denies (all of them, whatever `keep` shows). Blank
+    With `before` (the engine without the candidate policies), `explain` shows
+    the verdict before → after. Returns the number of denies (all of them,
+    whatever `keep` shows). Blank
     lines are skipped; a malformed line raises ValueError naming its number.
     """
     denied = 0
@@ -125,7 +127,10 @@ def evaluate_lines(engine: NetpolEngine, view: ClusterView, lines: Iterable[str 
                   "policies": list(decision.policies), "reasons": list(decision.reasons)}
         if keep and not keep.keeps_verdict(record):
             continue
-        if explain:
+        if explain and before is not None:
+            out.write(before_after_text(before.decide_flow(src, dst, dst_port, protocol), decision,
+                                        src=src, dst=dst, port=dst_port, protocol=protocol).encode())
+        elif explain:
             out.write(explain_text(decision, src=src, dst=dst, port=dst_port,
                                    protocol=protocol).encode())
         elif text:
@@ -136,13 +141,17 @@ def evaluate_lines(engine: NetpolEngine, view: ClusterView, lines: Iterable[str 
 
 
 def parse_flow_line(line: str | bytes, *, number: int) -> tuple[str, int | None, str, int, str]:
-    """(src_ip, src_port, dst_ip, dst_port, protocol) of one input line."""
+    """(src_ip, src_port, dst_ip, dst_port, protocol) of one input line (a flow, or a --flows record)."""
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as e:
         raise ValueError(f"flows line {number}: not JSON: {e}") from e
     if not isinstance(obj, dict):
         raise ValueError(f"flows line {number}: expected a JSON object")
+    if isinstance(obj.get("src"), dict) and isinstance(obj.get("dst"), dict):  # a flow record of --flows
+        obj = {"src_ip": obj["src"].get("ip"), "src_port": obj["src"].get("port"),
+               "dst_ip": obj["dst"].get("ip"), "dst_port": obj["dst"].get("port"),
+               "protocol": obj.get("protocol", TCP)}
     for field in ("src_ip", "dst_ip"):
         if not isinstance(obj.get(field), str) or not obj[field]:
             raise ValueError(f"flows line {number}: {field} must be a non-empty string")
@@ -165,6 +174,20 @@ def parse_flow_line(line: str | bytes, *, number: int) -> tuple[str, int | None,
 
 def _is_port(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+def before_after_text(before: Decision, after: Decision, *, src: Endpoint, dst: Endpoint, port: int,
+                      protocol: str) -> str:
+    """What the candidate policies change for one flow: the verdicts before → after, each with its reasons."""
+    head = f"{before.verdict} → {after.verdict}: {describe(src)} -> {describe(dst)} on {port}/{protocol}"
+    if before.verdict == after.verdict:
+        head += " (unchanged)"
+    lines = [head]
+    for label, decision in (("before", before), ("after", after)):
+        policies = f" [{', '.join(decision.policies)}]" if decision.policies else ""
+        lines.append(f"  {label}: {decision.verdict}{policies}")
+        lines += [f"    {r}" for r in decision.reasons]
+    return "\n".join(lines) + "\n"
 
 
 def explain_text(decision: Decision, *, src: Endpoint, dst: Endpoint, port: int,

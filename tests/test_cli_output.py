@@ -131,3 +131,74 @@ def test_evaluate_filters_by_verdict_and_namespace():
     assert [r["src"]["namespace"] for r in _json(web.stdout.decode())] == ["web"]
     critical = _evaluate(["-o", "json", "--min-severity", "critical"], lines)
     assert [r["verdict"] for r in _json(critical.stdout.decode())] == ["deny"]
+
+
+# --- help, --version, evaluate's --check, flow records and before → after ----------------------
+
+def test_version_prints_the_installed_version(capsys):
+    import importlib.metadata
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"flowwarden {importlib.metadata.version('flowwarden')}\n"
+
+
+def test_every_subcommand_has_a_description_and_every_argument_help():
+    import argparse
+    from agent.cli import _parser
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        assert parser.description, name
+        for action in parser._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+def test_evaluate_help_shows_the_input_format(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    out = capsys.readouterr().out
+    assert '{"src_ip": "10.244.1.30", "dst_ip": "10.244.1.20", "dst_port": 8080, "protocol": "TCP"' in out
+    assert "--check" in out and "flow records" in out
+
+
+@pytest.mark.parametrize("lines, status", [(FLOW_LINE, 1), (b'{"src_ip": "10.244.1.10", "dst_ip": "10.244.2.20", '
+                                                            b'"dst_port": 8080}\n', 0)])
+def test_evaluate_check_exits_1_when_any_verdict_is_deny(lines, status):
+    run = _evaluate(["--check", "-o", "json"], lines)
+    assert run.returncode == status, run.stderr
+    assert run.stderr == b""
+
+
+def test_evaluate_reads_its_own_flow_records(tmp_path, capsys):
+    flows = tmp_path / "flows.jsonl"
+    _replay(capsys, "http-allowed-and-denied", "--flows", str(flows), "--events", str(tmp_path / "e.jsonl"))
+    assert main(["evaluate", "--cluster", str(HTTP / "cluster.json"), "--flows", str(flows), "-o", "json"]) == 0
+    verdicts = [r["verdict"] for r in _json(capsys.readouterr().out)]
+    recorded = [r["verdict"] for r in _json(flows.read_text())]
+    assert verdicts == recorded and "deny" in verdicts
+
+
+def test_with_policies_takes_one_path_so_the_capture_is_not_swallowed(capsys, tmp_path):
+    candidates = str(SCENARIOS / "what-if" / "candidates.yaml")
+    assert main(["replay", "--cluster", str(HTTP / "cluster.json"), "--with-policies", candidates,
+                 str(HTTP / "capture.pcap"), "--with-policies", candidates, "-o", "json"]) == 0
+    produced = _json(capsys.readouterr().out)
+    assert [e["kind"] for e in produced] == [e["kind"] for e in _golden("what-if")]
+
+
+EXPLAIN_BEFORE_AFTER = """\
+deny → allow: other/batch-job-7b5d6c8f9-mn4zx -> api/api-6d8f7b9c5-kx2lp on 8080/TCP
+  before: deny [api/api-allow-frontend]
+    egress open: no policy selects other/batch-job-7b5d6c8f9-mn4zx for egress
+    ingress denied: api/api-allow-frontend selects api/api-6d8f7b9c5-kx2lp but no rule admits \
+other/batch-job-7b5d6c8f9-mn4zx on 8080/TCP
+  after: allow [api/api-allow-batch]
+    egress open: no policy selects other/batch-job-7b5d6c8f9-mn4zx for egress
+    ingress allowed: api/api-allow-batch rule 0 (peer 0, port 0) admits other/batch-job-7b5d6c8f9-mn4zx on 8080/TCP
+"""
+
+
+def test_explain_with_policies_shows_before_and_after():
+    run = _evaluate(["--with-policies", str(SCENARIOS / "what-if" / "candidates.yaml"), "--explain"], FLOW_LINE)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.decode() == EXPLAIN_BEFORE_AFTER

@@ -65,6 +65,25 @@ class Damage:
         return f"{self.problem}; {lost}"
 
 
+def capture_files(paths: Iterable[str]) -> list[str]:
+    """The files to replay: a folder stands for every file in it (a tcpdump -C/-G rotation), sorted."""
+    out: list[str] = []
+    for path in paths:
+        if path != "-" and Path(path).is_dir():
+            out += sorted(str(f) for f in Path(path).iterdir() if f.is_file() and not f.name.startswith("."))
+        else:
+            out.append(path)
+    return out
+
+
+def file_size(path: str) -> int:
+    """Bytes on disk, for the progress bar; 0 for standard input or what cannot be read."""
+    try:
+        return Path(path).stat().st_size if path != "-" else 0
+    except OSError:
+        return 0
+
+
 def _records(n: int) -> str:
     return f"{n:,} record" + ("" if n == 1 else "s")
 
