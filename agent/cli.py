@@ -216,6 +216,15 @@ def _refuse_clobbering(args: argparse.Namespace, inputs: dict[str, list[str]]) -
         raise UserError(str(e)) from e
 
 
+def _check_writable(flag: str, path: str) -> None:
+    """A file written only at the end (--metrics, atomically through a temporary name) is checked at the start."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise UserError(f"{flag} {path}: no such directory: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{flag} {path}: cannot write in {folder}")
+
+
 def _load_view(args: argparse.Namespace):
     with _user_errors():
         if args.cluster:
@@ -275,6 +284,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         _refuse_clobbering(args, {"PCAP": captures, **{f: [getattr(args, f)] for f in _INPUT_FLAGS},
                                   "with_policies": policy_files(args.with_policies)})
         config = load_config(args.config)
+        if args.metrics:
+            _check_writable("--metrics", args.metrics)
     view = _load_view(args)
     with _user_errors():
         candidates = load_policy_files(args.with_policies) if args.with_policies else []

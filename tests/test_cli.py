@@ -356,3 +356,11 @@ def test_the_summary_counts_flows_with_no_pod_at_either_end_and_says_one_flow(ca
     assert lines[0] == ("flowwarden: 47 packets (0 malformed, 7 not judged), 5 flows (5 allow; "
                         "5 with no pod at either end), 0 events (no violations), N packets/s")
     assert lines[-1] == "flowwarden: what-if: the candidate policies change the verdict of 0 flows"
+
+
+def test_metrics_into_a_missing_directory_fails_at_start_naming_the_path_given(capsys, tmp_path):
+    target = tmp_path / "nodir" / "m.prom"
+    events = tmp_path / "events.jsonl"
+    _fails(capsys, ["replay", PCAP, "--cluster", CLUSTER, "--metrics", str(target), "--events", str(events)],
+           f"flowwarden: error: --metrics {target}: no such directory: {tmp_path / 'nodir'}")
+    assert not events.exists()  # failed before the replay
