@@ -11,7 +11,11 @@ Bytes in, value out; malformed input never raises.
 
 `complete` tells the flow table it may stop feeding bytes: for TLS only once
 the server's first answer is read (its ServerHello, or bytes that clearly are
-not one), for an upgrade once the answer to it decided the outcome. The table
+not one), for an upgrade once the answer to it decided the outcome, and for a
+text protocol that may still upgrade (SMTP, IMAP, POP3, FTP, XMPP: see
+`decode.textproto`) only once it has upgraded or can no longer. A connection
+where only the responder spoke is no TLS (TLS clients speak first): a greeting
+names its protocol, anything else is `unknown-plaintext`. The table
 classifies again when a connection ends, so an unanswered hello is still
 reported. classify runs on every new segment until then, so it dispatches on
 the first bytes before any regex or recogniser loop.
@@ -26,6 +30,9 @@ import struct
 from dataclasses import dataclass
 
 from agent.decode.tls import ClientHello, Incomplete, ServerHello, parse_client_hello, parse_server_hello
+from agent.decode.textproto import (  # noqa: F401
+    FIRST_BYTES, FTP, FTP_AUTH_TLS, GREETING_FIRST, IMAP, POP3, SMTP, STARTTLS, XMPP, XMPP_STARTTLS, greeting_app,
+    text_protocol)
 from agent.decode.tunnels import HTTP_CONNECT, SOCKS4, SOCKS5, http_connect, socks4, socks5  # noqa: F401
 from agent.model import APP_TLS, APP_UNKNOWN, TlsInfo
 
@@ -36,10 +43,11 @@ PG_HEADER = struct.Struct("!II")  # PostgreSQL protocol §55.7: length, protocol
 DNS_HEADER = struct.Struct("!HHHHHHH")  # RFC 1035 §4.2.2 length + §4.1.1 header
 
 TLS, HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS = APP_TLS, "http", "http2", "redis", "postgresql", "mysql", "dns"
-SMTP, IMAP, POP3, AMQP, KAFKA, MONGODB, LDAP = "smtp", "imap", "pop3", "amqp", "kafka", "mongodb", "ldap"
+AMQP, KAFKA, MONGODB, LDAP = "amqp", "kafka", "mongodb", "ldap"
 UNKNOWN_PLAINTEXT, UNKNOWN = "unknown-plaintext", APP_UNKNOWN
-STARTTLS, POSTGRESQL_SSL, MYSQL_SSL, LDAP_STARTTLS = "starttls", "postgresql-ssl", "mysql-ssl", "ldap-starttls"
+POSTGRESQL_SSL, MYSQL_SSL, LDAP_STARTTLS = "postgresql-ssl", "mysql-ssl", "ldap-starttls"
 
+TLS_RECORD_TYPES = frozenset((20, 21, 22, 23))  # RFC 8446 §5.1 ChangeCipherSpec .. application_data
 MIN_DECIDE = 8  # fewer unrecognised bytes than this may still become a known protocol
 MAX_TUNNELS = 1  # tunnels unwrapped; a tunnel inside one is unknown-plaintext (bounds the recursion)
 PG_SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"  # PostgreSQL protocol §55.2.10, code 80877103
@@ -57,13 +65,6 @@ MONGO_OPCODES = frozenset((2004, 2010, 2012, 2013))  # OP_QUERY, OP_COMMAND, OP_
 LDAP_STARTTLS_OID = b"1.3.6.1.4.1.1466.20037"  # RFC 4511 §4.14.1
 RESP_ARRAY = re.compile(rb"\*[0-9]{1,6}\r\n\$[0-9]{1,9}\r\n")  # Redis RESP command array
 RESP_INLINE = re.compile(rb"[A-Za-z]{2,16}( [^\r\n]*)?\r?\n")
-# SMTP, IMAP, POP3 first commands; the first alternative that matches names the protocol.
-MAIL_CMD = re.compile(rb"(EHLO |HELO |LHLO )"
-                      rb"|([A-Za-z0-9.]{1,20} (?:CAPABILITY|LOGIN|STARTTLS|AUTHENTICATE|ID|NOOP)\b)"
-                      rb"|(CAPA|STLS|USER |APOP |AUTH)", re.I)
-MAIL_CMD_FIRST = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.")
-MAIL_GREETING_FIRST = (b"2", b"*", b"+")  # "220 ", "* OK", "+OK"
-STARTTLS_LINE = re.compile(rb"^(?:[A-Za-z0-9.]{1,20} )?(STARTTLS|STLS)\r?\n", re.I | re.M)
 
 
 @dataclass(slots=True, frozen=True)
@@ -79,10 +80,10 @@ class Classification:
 
 # Answers without a hello are immutable and few: share them instead of building one per call.
 _DECIDED = {app: Classification(app) for app in (
-    HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS, SMTP, IMAP, POP3, AMQP, KAFKA, MONGODB, LDAP,
+    HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS, SMTP, IMAP, POP3, FTP, XMPP, AMQP, KAFKA, MONGODB, LDAP,
     UNKNOWN_PLAINTEXT)}
 _WAITING = {app: Classification(app, complete=False) for app in (
-    UNKNOWN, UNKNOWN_PLAINTEXT, POSTGRESQL, MYSQL, LDAP, SMTP, IMAP, POP3)}
+    UNKNOWN, UNKNOWN_PLAINTEXT, POSTGRESQL, MYSQL, LDAP, SMTP, IMAP, POP3, FTP, XMPP)}
 
 
 def tls_info(cls: Classification) -> TlsInfo | None:
@@ -106,7 +107,7 @@ def classify(client: bytes, server: bytes, *, dst_port: int) -> Classification:
 def _classify(client: bytes, server: bytes, *, dst_port: int, depth: int) -> Classification:
     """`classify` inside `depth` tunnels already unwrapped."""
     if not client:
-        return _WAITING[UNKNOWN]
+        return _server_only(server, dst_port=dst_port) if server else _WAITING[UNKNOWN]
     if _looks_tls(client):
         got = _tls_at(client, server, upgraded=None)
         if got is not None:
@@ -120,8 +121,8 @@ def _classify(client: bytes, server: bytes, *, dst_port: int, depth: int) -> Cla
         got = _mysql(client, server, dst_port=dst_port)
     if got is None and first == 0x30:
         got = _ldap(client, server)
-    if got is None and (first in MAIL_CMD_FIRST or server[:1] in MAIL_GREETING_FIRST):
-        got = _text_mail(client, server)
+    if got is None and (first in FIRST_BYTES or server[:1] in GREETING_FIRST):
+        got = _text(client, server, dst_port=dst_port)
     if got is not None:
         return got
     found = (socks4(client, server) if first == 4 else socks5(client, server) if first == 5 else
@@ -134,6 +135,16 @@ def _classify(client: bytes, server: bytes, *, dst_port: int, depth: int) -> Cla
     if app is not None:
         return _DECIDED[app]
     return _DECIDED[UNKNOWN_PLAINTEXT] if len(client) >= MIN_DECIDE else _WAITING[UNKNOWN_PLAINTEXT]
+
+
+def _server_only(server: bytes, *, dst_port: int) -> Classification:
+    """Only the responder spoke. TLS clients speak first, so this is no TLS: a greeting names a
+    protocol the client may still upgrade (answer_timeout or the end decides), else plaintext."""
+    if server[0] in TLS_RECORD_TYPES and server[1:2] == b"\x03":  # a TLS server: the client's bytes were lost
+        return _WAITING[UNKNOWN]
+    if len(server) >= 5 and server[3] == 0 and server[4] == 0x0A:  # MySQL handshake v10
+        return _WAITING[MYSQL]
+    return _WAITING[greeting_app(server, dst_port=dst_port) or UNKNOWN_PLAINTEXT]
 
 
 def _looks_tls(data: bytes) -> bool:
@@ -258,37 +269,14 @@ def _ber_size(data: bytes) -> int | None:
     return 2 + n + int.from_bytes(data[2:2 + n], "big")
 
 
-def _text_mail(client: bytes, server: bytes) -> Classification | None:
-    """SMTP/IMAP/POP3 (server speaks first), with STARTTLS/STLS (RFC 3207, 2595)."""
-    app = _mail_app(client, server)
-    if app is None:
+def _text(client: bytes, server: bytes, *, dst_port: int) -> Classification | None:
+    """SMTP, IMAP, POP3, FTP, XMPP: plaintext until the client asks to upgrade (decode.textproto)."""
+    got = text_protocol(client, server, dst_port=dst_port)
+    if got is None:
         return None
-    cmd = STARTTLS_LINE.search(client)
-    if cmd is None:
-        return _DECIDED[app]
-    return _after_upgrade(client[cmd.end():], server[_tls_start(server):], app=app, upgraded=STARTTLS)
-
-
-def _mail_app(client: bytes, server: bytes) -> str | None:
-    if server.startswith((b"220 ", b"220-")):
-        return SMTP
-    if server.startswith((b"* OK", b"* PREAUTH")):
-        return IMAP
-    if server.startswith(b"+OK"):
-        return POP3
-    cmd = MAIL_CMD.match(client)
-    return None if cmd is None else (SMTP, IMAP, POP3)[cmd.lastindex - 1]
-
-
-def _tls_start(server: bytes) -> int:
-    """Skip the server's text lines up to where its TLS records begin."""
-    pos = 0
-    while pos < len(server) and server[pos] != 0x16:
-        nl = server.find(b"\n", pos)
-        if nl < 0:
-            return len(server)
-        pos = nl + 1
-    return pos
+    if got.upgraded is None:
+        return (_DECIDED if got.decided else _WAITING)[got.app]
+    return _after_upgrade(client[got.client_at:], server[got.server_at:], app=got.app, upgraded=got.upgraded)
 
 
 # --- plaintext recognisers ------------------------------------------------------

@@ -64,6 +64,8 @@ def text_protocol(client: bytes, server: bytes, *, dst_port: int) -> Text | None
         return None
     pos = 0
     for _ in range(MAX_LINES):
+        if pos == len(client):  # waiting for the next command
+            return Text(app)
         nl = client.find(b"\n", pos, pos + MAX_LINE)
         if nl < 0:  # a command still arriving, or a line no command is
             return Text(app, decided=len(client) - pos >= MAX_LINE)
@@ -75,8 +77,6 @@ def text_protocol(client: bytes, server: bytes, *, dst_port: int) -> Text | None
         if verb.upper() in COMMIT:
             return Text(app, decided=True)
         pos = nl + 1
-        if pos == len(client):
-            return Text(app)
     return Text(app, decided=True)
 
 

@@ -308,8 +308,10 @@ class FlowTable:
     @staticmethod
     def _final(flow: Flow, track: Track) -> Classification:
         """What the first bytes are, with no more to come (the connection ended or waited too long)."""
-        return classify(track.client.data if track.client else b"", track.server.data if track.server else b"",
-                        dst_port=flow.dst_port)
+        client = track.client.data if track.client else b""
+        if track.client is not None and not client:  # it spoke but no byte could be placed: not silent
+            return classify(b"", b"", dst_port=flow.dst_port)
+        return classify(client, track.server.data if track.server else b"", dst_port=flow.dst_port)
 
     def _expire(self, now: float) -> None:
         """Deadlines passed: unanswered flows are judged so, undecided first bytes are decided as they are."""

@@ -62,8 +62,23 @@ def test_server_answering_without_a_server_hello_completes_the_tls_connection():
         assert got.tls and got.complete and got.client_hello is not None and got.server_hello is None
 
 
-def test_no_client_bytes_is_unknown():
-    assert classify(b"", b"220 mail ESMTP\r\n", dst_port=25) == Classification("unknown", complete=False)
+def test_no_bytes_is_unknown():
+    assert classify(b"", b"", dst_port=25) == Classification("unknown", complete=False)
+
+
+def test_only_the_responder_speaking_is_plaintext_not_unknown():
+    # A TLS client speaks first: an FTP data connection (the server sends the file) is not TLS.
+    assert classify(b"", b"-rw-r--r-- 1 ftp ftp 12 f\r\n", dst_port=21008) == Classification(
+        "unknown-plaintext", complete=False)
+    # A greeting names the protocol; the client may still upgrade, so it waits.
+    assert classify(b"", b"220 mail ESMTP\r\n", dst_port=25) == Classification("smtp", complete=False)
+    assert classify(b"", b"220 (vsFTPd 3.0.5)\r\n", dst_port=21) == Classification("ftp", complete=False)
+    assert classify(b"", MYSQL_GREETING, dst_port=3306) == Classification("mysql", complete=False)
+
+
+def test_a_server_hello_alone_is_unknown_not_plaintext():
+    # The client's bytes were lost (capture drop): the server's TLS records prove nothing is plaintext.
+    assert classify(b"", SERVER_HELLO, dst_port=443) == Classification("unknown", complete=False)
 
 
 # --- upgrades -------------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""Real STARTTLS, AUTH TLS and FTP data sessions from Suricata's and Zeek's test suites, through the flow table.
+
+The captures are read in place from ../shared/peer-pcaps/suricata-peer/ (see its
+README; never copied). Each flow is replayed through read_frames and FlowTable
+as `replay` does, with the table's own deadlines: the client says EHLO (or
+FEAT) and waits for the answer before STARTTLS (AUTH TLS), so a classification
+on the first command would call these TLS sessions plaintext.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.capture.pcap import read_frames
+from agent.flows.table import FlowTable
+
+PEER = Path(__file__).resolve().parents[3] / "shared" / "peer-pcaps" / "suricata-peer"
+
+
+def replay(capture: str, *, compiled: bool) -> dict[tuple, tuple]:
+    """(client port, server port) -> (app, upgraded, TLS version, SNI) of each TCP flow."""
+    got = {}
+
+    def ended(flow, cls):
+        if flow.protocol == "TCP":
+            tls = flow.tls
+            got[(flow.src_port, flow.dst_port)] = (flow.app, cls.upgraded if cls else None,
+                                                   tls.version if tls else None, tls.sni if tls else None)
+    table = FlowTable(on_end=ended, compiled=compiled)
+    for batch in read_frames([PEER / capture]):
+        table.ingest(batch)
+    table.flush()
+    return got
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
+@pytest.mark.parametrize(("capture", "ports", "want"), [
+    # Postfix: EHLO, 250 lines, STARTTLS, 220 Ready, then TLS 1.3
+    ("smtp-startssl.pcap", (34634, 25), ("tls", "starttls", "1.3", None)),
+    # Gmail's MX and openssl s_client -starttls smtp: TLS 1.2
+    ("zeek-smtp-starttls.pcap", (54170, 25), ("tls", "starttls", "1.2", None)),
+    # vsftpd: FEAT, AUTH TLS, 234, then TLS 1.3 with SNI 127.0.0.1
+    ("zeek-ftp-auth-tls.pcap", (40284, 21), ("tls", "ftp-auth-tls", "1.3", "127.0.0.1")),
+    # "220 FTP Sandbox Ready." then USER/PASS in the clear: ftp, not smtp
+    ("ftp-download-passive.pcap", (41790, 21), ("ftp", None, None, None)),
+    # passive data connections: the client sends nothing, the server a listing or a file
+    ("ftp-download-passive.pcap", (41928, 21001), ("unknown-plaintext", None, None, None)),
+    ("ftp-download-passive.pcap", (46274, 21008), ("unknown-plaintext", None, None, None)),
+    # a control connection greeted "220 (vsFTPd 2.3.5)", then USER anonymous
+    ("bug-4877.pcap", (55153, 21), ("ftp", None, None, None)),
+])
+def test_upgradable_sessions_are_classified_after_their_upgrade(capture, ports, want, compiled):
+    assert replay(capture, compiled=compiled)[ports] == want
