@@ -342,9 +342,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         source = sys.stdin.buffer if args.flows == "-" else open(args.flows, "rb")
         out = sys.stdout.buffer
         with source:
-            denied = evaluate_lines(engine, view, source, out, explain=args.explain, at=time.time(),
-                                    text=(args.format or default_format(out)) == "text", colour=use_colour(out),
-                                    keep=_event_filter(args), before=before)
+            try:
+                denied = evaluate_lines(engine, view, source, out, explain=args.explain, at=time.time(),
+                                        text=(args.format or default_format(out)) == "text",
+                                        colour=use_colour(out), keep=_event_filter(args), before=before)
+            except ValueError as e:  # a bad line: name the input it is in
+                raise UserError(f"{'stdin' if args.flows == '-' else args.flows}: {_one_line(e)}") from e
     return 1 if args.check and denied else 0
 
 

@@ -138,7 +138,7 @@ def test_evaluate_rejects_an_invalid_address_naming_the_line(capsys, tmp_path, a
                       + orjson.dumps({"src_ip": "10.0.0.1", "dst_ip": address, "dst_port": 80}) + b"\n")
     before = flows.read_bytes()
     _fails(capsys, ["evaluate", "--cluster", CLUSTER, "--flows", str(flows)],
-           "flows line 2", "dst_ip", address, "not an IPv4 or IPv6 address")
+           f"flowwarden: error: {flows}: flows line 2: dst_ip", address, "not an IPv4 or IPv6 address")
     assert flows.read_bytes() == before
 
 
@@ -364,3 +364,19 @@ def test_metrics_into_a_missing_directory_fails_at_start_naming_the_path_given(c
     _fails(capsys, ["replay", PCAP, "--cluster", CLUSTER, "--metrics", str(target), "--events", str(events)],
            f"flowwarden: error: --metrics {target}: no such directory: {tmp_path / 'nodir'}")
     assert not events.exists()  # failed before the replay
+
+
+def test_a_stream_cut_short_on_stdin_names_what_was_judged(tmp_path):
+    data = Path(PCAP).read_bytes()[:-10]
+    run = subprocess.run([sys.executable, "-m", "agent.cli", "replay", "-", "--cluster", CLUSTER, "-o", "json"],
+                         input=data, capture_output=True, timeout=60)
+    assert run.returncode == 1
+    first = run.stderr.decode().splitlines()[0]
+    assert first.startswith("flowwarden: damaged input: -: truncated: the last record is cut short")
+    assert "; 46 records judged, everything after byte " in first and first.endswith(" lost")
+    assert "uncompressed" not in first
+
+
+def test_an_empty_folder_is_nothing_to_replay(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    _fails(capsys, ["replay", str(tmp_path / "empty"), "--cluster", CLUSTER], "empty: no capture files in it")

@@ -54,6 +54,7 @@ class Damage:
     records: int = 0  # records read (and so judged) before the damage
     offset: int = 0  # bytes of the (uncompressed) capture read before the damage
     size: int | None = None  # the file's size; None when it is compressed or a stream
+    compressed: bool = False  # gzip: offsets count the uncompressed capture
 
     def describe(self) -> str:
         if self.records == 0:
@@ -61,7 +62,8 @@ class Damage:
         elif self.size is not None:
             lost = f"{_records(self.records)} judged, the last {max(self.size - self.offset, 0):,} bytes lost"
         else:
-            lost = f"{_records(self.records)} judged, everything after byte {self.offset:,} (uncompressed) lost"
+            where = " (uncompressed)" if self.compressed else ""
+            lost = f"{_records(self.records)} judged, everything after byte {self.offset:,}{where} lost"
         return f"{self.problem}; {lost}"
 
 
@@ -117,7 +119,8 @@ def _tolerant(path: Path, damaged: list[Damage]) -> Iterator[list[Frame]]:
         with contextlib.suppress(OSError):
             if path.is_file() and not state.compressed:
                 size = path.stat().st_size
-        damaged.append(Damage(path, str(e), records=records, offset=state.offset, size=size))
+        damaged.append(Damage(path, str(e), records=records, offset=state.offset, size=size,
+                              compressed=state.compressed))
 
 
 class _Reading:
