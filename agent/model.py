@@ -46,7 +46,7 @@ AMBIGUOUS = "ambiguous"
 # Application protocols of a connection (decode/app.py tells them from the first bytes).
 APP_TLS = "tls"
 APP_UNKNOWN = "unknown"  # no byte seen, or not enough to tell: never judged plaintext
-TLS_VERSIONS = ("ssl2", "ssl3", "1.0", "1.1", "1.2", "1.3")  # oldest first
+TLS_VERSIONS = ("ssl2", "ssl3", "1.0", "1.1", "1.2", "1.3", "1.3-draft")  # oldest first; a draft ranks as 1.3
 
 
 def highest_version(versions: Iterable[str]) -> str | None:

@@ -14,6 +14,10 @@ from typing import Protocol
 
 EXT_SERVER_NAME = 0x0000  # RFC 6066 §3
 EXT_ALPN = 0x0010  # RFC 7301 §3.1
+EXT_SUPPORTED_GROUPS = 0x000A  # RFC 8422 §5.1.1
+EXT_EC_POINT_FORMATS = 0x000B  # RFC 8422 §5.1.2
+EXT_SIGNATURE_ALGORITHMS = 0x000D  # RFC 8446 §4.2.3
+EXT_HEADER = struct.Struct("!HH")  # RFC 8446 §4.2: extension_type, extension_data length
 EMPTY_HASH = "000000000000"  # JA4: an empty list is shown as zeros, not sha256("")
 GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))  # RFC 8701 §2: 0x0A0A ... 0xFAFA
 
@@ -104,3 +108,31 @@ def _dashed(values: tuple[int, ...]) -> str:
 def ja3(hello: _Hello) -> str:
     """JA3: md5 hex of the ClientHello's version,ciphers,extensions,groups,formats."""
     return hashlib.md5(ja3_string(hello).encode("ascii"), usedforsecurity=False).hexdigest()
+
+
+def extension_fields(block: bytes) -> tuple:
+    """(extension types, sig_algs, groups, point_formats) of a ClientHello's extensions block, outer
+    lengths already checked by decode.tls: only the fingerprints read these lists."""
+    types, sig_algs, groups, formats = [], (), (), ()
+    pos, end = 0, len(block)
+    while pos < end:
+        ext_type, n = EXT_HEADER.unpack_from(block, pos)
+        pos += 4
+        stop = pos + n
+        types.append(ext_type)
+        if ext_type == EXT_SIGNATURE_ALGORITHMS or ext_type == EXT_SUPPORTED_GROUPS:
+            size = (block[pos] << 8) | block[pos + 1] if n >= 2 else 1
+            if not size & 1 and pos + 2 + size <= stop:
+                values = _u16s(block[pos + 2:pos + 2 + size])
+                if ext_type == EXT_SIGNATURE_ALGORITHMS:
+                    sig_algs = values
+                else:
+                    groups = values
+        elif ext_type == EXT_EC_POINT_FORMATS and n and block[pos] < n:
+            formats = tuple(block[pos + 1:pos + 1 + block[pos]])
+        pos = stop
+    return tuple(types), sig_algs, groups, formats
+
+
+def _u16s(raw: bytes) -> tuple[int, ...]:
+    return struct.unpack(f"!{len(raw) >> 1}H", raw)

@@ -14,7 +14,8 @@ group and point format lists; JA4; JA3) is decoded from kept raw bytes on
 first access.
 
 Public API: `parse_client_hello`, `parse_server_hello`, `ClientHello`,
-`ServerHello`, `Incomplete`, `version_name`, `VERSIONS`, `VERSION_ORDER`.
+`ServerHello`, `Incomplete`, `version_name`, `VERSIONS`, `VERSION_ORDER`. TLS 1.3 drafts
+(0x7fNN, Chrome's 0x7e01/0x7e02) are all named `1.3-draft`, ranked with 1.3 for minimum versions.
 """
 from __future__ import annotations
 
@@ -37,9 +38,6 @@ MAX_RECORD = 1 << 14  # RFC 8446 §5.1: longer plaintext records are record_over
 MAX_HANDSHAKE = 1 << 16  # flowwarden: a hello bigger than this is hostile, not TLS
 
 EXT_SERVER_NAME = 0x0000  # RFC 6066 §3
-EXT_SUPPORTED_GROUPS = 0x000A  # RFC 8422 §5.1.1
-EXT_EC_POINT_FORMATS = 0x000B  # RFC 8422 §5.1.2
-EXT_SIGNATURE_ALGORITHMS = 0x000D  # RFC 8446 §4.2.3
 EXT_ALPN = 0x0010  # RFC 7301 §3.1
 EXT_SUPPORTED_VERSIONS = 0x002B  # RFC 8446 §4.2.1
 SNI_HOST_NAME = 0  # RFC 6066 §3
@@ -50,9 +48,14 @@ VERSIONS = {  # RFC 6101, 2246, 4346, 5246, 8446; 0x0002 is SSL 2.0's version
     0x0303: "1.2", 0x0304: "1.3",
 }
 VERSION_ORDER = TLS_VERSIONS
+DRAFT_13 = "1.3-draft"  # draft-ietf-tls-tls13-NN (0x7fNN) and Chrome's experiments on them (0x7e01, 0x7e02)
+DRAFT_NO_SESSION_ID = 22  # before draft 22 a ServerHello had no legacy_session_id_echo or compression
+ALERT_WARNING = 1  # RFC 5246 §7.2: a warning alert does not end the connection
 
 
 def version_name(value: int) -> str:
+    if value >> 8 == 0x7F or 0x7E01 <= value <= 0x7E02:
+        return DRAFT_13
     return VERSIONS.get(value) or f"0x{value:04x}"
 
 
@@ -81,7 +84,7 @@ class ClientHello:
         self.legacy_version_code = legacy_version_code
         self.version_codes = version_codes  # supported_versions as sent
         # supported_versions minus GREASE, else legacy_version
-        self.offered_versions = tuple(VERSIONS.get(v) or f"0x{v:04x}" for v in version_codes
+        self.offered_versions = tuple(version_name(v) for v in version_codes
                                       if v not in GREASE) or (version_name(legacy_version_code),)
         self.sni = sni
         self.alpn = tuple(v.decode("utf-8", "backslashreplace") for v in alpn_raw)
@@ -134,7 +137,7 @@ class ClientHello:
         return self._ja3
 
     def _decode_extensions(self) -> tuple:
-        self._ext_fields = _extension_fields(self._ext_block)
+        self._ext_fields = fingerprint.extension_fields(self._ext_block)
         return self._ext_fields
 
     def _key(self) -> tuple:
@@ -307,29 +310,6 @@ def _alpn(buf: bytes, pos: int, end: int) -> list[bytes] | object:
     return names
 
 
-def _extension_fields(block: bytes) -> tuple:
-    """(extension types, sig_algs, groups, point_formats) of a checked extensions block."""
-    types, sig_algs, groups, formats = [], (), (), ()
-    pos, end = 0, len(block)
-    while pos < end:
-        ext_type, n = EXT_HEADER.unpack_from(block, pos)
-        pos += 4
-        stop = pos + n
-        types.append(ext_type)
-        if ext_type == EXT_SIGNATURE_ALGORITHMS or ext_type == EXT_SUPPORTED_GROUPS:
-            size = (block[pos] << 8) | block[pos + 1] if n >= 2 else 1
-            if not size & 1 and pos + 2 + size <= stop:
-                values = _u16s(block[pos + 2:pos + 2 + size])
-                if ext_type == EXT_SIGNATURE_ALGORITHMS:
-                    sig_algs = values
-                else:
-                    groups = values
-        elif ext_type == EXT_EC_POINT_FORMATS and n and block[pos] < n:
-            formats = tuple(block[pos + 1:pos + 1 + block[pos]])
-        pos = stop
-    return tuple(types), sig_algs, groups, formats
-
-
 def _parse_sslv2(data: bytes) -> ClientHello | Incomplete | None:
     """SSL 2.0-compatible CLIENT-HELLO (RFC 6101 appendix E.2), sent by old clients."""
     length = ((data[0] & 0x7F) << 8) | data[1]
@@ -353,6 +333,12 @@ def parse_server_hello(data: bytes) -> ServerHello | Incomplete | None:
     A ServerHello is read as soon as its message is whole, even when the rest
     of its record (TLS 1.2 servers add Certificate etc.) is still on the way.
     """
+    if data[:1] == b"\x15":  # alerts before the ServerHello: warnings are skipped, a fatal one ends
+        skip = _warnings(data)
+        if skip.__class__ is not int:
+            return skip
+        got = parse_server_hello(data[skip:]) if len(data) > skip else Incomplete(skip + 1)
+        return Incomplete(got.needed + skip) if got.__class__ is Incomplete and len(data) > skip else got
     size = len(data)
     if size >= 9 and data[0] == CONTENT_HANDSHAKE and data[1] == 3 and data[5] == HANDSHAKE_SERVER_HELLO:
         record = (data[3] << 8) | data[4]
@@ -365,16 +351,32 @@ def parse_server_hello(data: bytes) -> ServerHello | Incomplete | None:
     return _server_hello(got[0], 0, len(got[0]))
 
 
+def _warnings(data: bytes) -> int | Incomplete | None:
+    """Bytes of the warning alert records opening `data`; None at a fatal or malformed one."""
+    pos = 0
+    while data[pos:pos + 1] == b"\x15":
+        if len(data) < pos + 7:
+            return Incomplete(pos + 7) if data[pos + 1:pos + 2] in (b"", b"\x03") else None
+        _, version, length = RECORD_HEADER.unpack_from(data, pos)
+        if version >> 8 != 3 or length != 2 or data[pos + 5] != ALERT_WARNING:
+            return None
+        pos += 7
+    return pos
+
+
 def _server_hello(buf: bytes, pos: int, end: int) -> ServerHello | None:
-    """The ServerHello body in buf[pos:end] (RFC 8446 §4.1.3); HelloRetryRequest too."""
+    """The ServerHello body in buf[pos:end] (RFC 8446 §4.1.3); HelloRetryRequest and 1.3 drafts too."""
     if pos + 35 > end:
         return None
     version = (buf[pos] << 8) | buf[pos + 1]
-    pos += 35 + buf[pos + 34]  # legacy_version, random, legacy_session_id_echo
-    if pos + 3 > end:
+    if version == 0x0304:  # drafts before 16 sent 1.3 here (1.3 itself sends 1.2 and supported_versions)
+        version = 0x7F00
+    draft = version >> 8 == 0x7F and version & 0xFF < DRAFT_NO_SESSION_ID  # no session id, no compression
+    pos += 34 if draft else 35 + buf[pos + 34]  # legacy_version, random[, legacy_session_id_echo]
+    if pos + 3 - draft > end:
         return None
     cipher = (buf[pos] << 8) | buf[pos + 1]
-    pos += 3  # cipher_suite, legacy_compression_method
+    pos += 3 - draft  # cipher_suite[, legacy_compression_method]
     ext_types = []
     if pos < end:
         if pos + 2 > end:
@@ -394,4 +396,4 @@ def _server_hello(buf: bytes, pos: int, end: int) -> ServerHello | None:
             if ext_type == EXT_SUPPORTED_VERSIONS and n == 2:
                 version = (buf[pos] << 8) | buf[pos + 1]
             pos += n
-    return ServerHello(VERSIONS.get(version) or f"0x{version:04x}", cipher, tuple(ext_types))
+    return ServerHello(version_name(version), cipher, tuple(ext_types))

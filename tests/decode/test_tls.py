@@ -258,3 +258,51 @@ def test_parsers_never_raise_on_a_mutated_hello(noise, at):
     for parse in (parse_client_hello, parse_server_hello):
         parse(data)
         parse(b"\x16\x03\x01" + struct.pack("!H", len(noise)) + noise)
+
+
+# --- alerts before the ServerHello, TLS 1.3 drafts -------------------------------
+
+WARNING_ALERT = bytes.fromhex("15 0303 0002 01 70")  # warning unrecognized_name (RFC 6066 §3), as zeek-tls-early-alert
+FATAL_ALERT = bytes.fromhex("15 0301 0002 02 46")  # fatal protocol_version
+
+
+def test_a_warning_alert_before_the_server_hello_is_skipped():
+    got = parse_server_hello(WARNING_ALERT + SERVER_HELLO)
+    assert got == parse_server_hello(SERVER_HELLO) and got.version == "1.3"
+    assert parse_server_hello(WARNING_ALERT * 3 + SERVER_HELLO) == got
+
+
+def test_a_fatal_alert_is_no_server_hello():
+    assert parse_server_hello(FATAL_ALERT) is None
+    assert parse_server_hello(WARNING_ALERT + FATAL_ALERT + SERVER_HELLO) is None
+
+
+def test_every_prefix_of_an_alert_then_a_server_hello_asks_for_more():
+    data = WARNING_ALERT + SERVER_HELLO
+    for n in range(1, len(data)):
+        got = parse_server_hello(data[:n])
+        assert isinstance(got, Incomplete) and n < got.needed <= len(data), n
+
+
+def _draft_server_hello(version: int) -> bytes:
+    """A draft-ietf-tls-tls13 ServerHello before draft 22: version, random, cipher_suite, extensions."""
+    body = struct.pack("!H", version) + bytes(32) + bytes.fromhex("1301") + bytes.fromhex("0000")
+    return records(handshake(2, body), version=0x0301)
+
+
+def test_tls13_draft_server_hellos_are_named_1_3_draft():
+    for version in (0x7F10, 0x7F12, 0x7F13, 0x0304):  # drafts 16, 18, 19; 0x0304 sent by drafts before 16
+        got = parse_server_hello(_draft_server_hello(version))
+        assert got == ServerHello("1.3-draft", 0x1301, ()), hex(version)
+    # Draft 22 and later look like 1.3: legacy_version 1.2, supported_versions names the draft.
+    later = SERVER_HELLO[:-2] + bytes.fromhex("7f17")  # draft 23
+    assert parse_server_hello(later).version == "1.3-draft"
+    chrome = SERVER_HELLO[:-2] + bytes.fromhex("7e01")  # Chrome 63's TLS 1.3 experiment
+    assert parse_server_hello(chrome).version == "1.3-draft"
+
+
+def test_a_client_offering_drafts_offers_1_3_draft():
+    versions = ext(0x002B, bytes.fromhex("06 7f17 7f12 0303"))
+    ch = parse_client_hello(records(handshake(1, hello_body([0x1301], versions))))
+    assert ch.offered_versions == ("1.3-draft", "1.3-draft", "1.2")
+    assert ch.highest_version == "1.3-draft"

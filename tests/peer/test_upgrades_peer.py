@@ -1,4 +1,4 @@
-"""Real STARTTLS, AUTH TLS and FTP data sessions from Suricata's and Zeek's test suites, through the flow table.
+"""Real STARTTLS, AUTH TLS, FTP data and TLS 1.3 draft sessions from Suricata's and Zeek's tests, through the table.
 
 The captures are read in place from ../shared/peer-pcaps/suricata-peer/ (see its
 README; never copied). Each flow is replayed through read_frames and FlowTable
@@ -49,6 +49,13 @@ def replay(capture: str, *, compiled: bool) -> dict[tuple, tuple]:
     ("ftp-download-passive.pcap", (46274, 21008), ("unknown-plaintext", None, None, None)),
     # a control connection greeted "220 (vsFTPd 2.3.5)", then USER anonymous
     ("bug-4877.pcap", (55153, 21), ("ftp", None, None, None)),
+    # a warning alert (unrecognized_name) before the ServerHello: TLS 1.2 is still read
+    ("zeek-tls-early-alert.pcap", (50020, 64132), ("tls", None, "1.2", "jeffbryner.com")),
+    # TLS 1.3 drafts: 14 (ServerHello version 0x0304), 18 (0x7f12), 23 (supported_versions 0x7f17), Chrome's 0x7e01
+    ("tls13-draft14.pcap", (54049, 443), ("tls", None, "1.3-draft", "tls13.crypto.mozilla.org")),
+    ("tls13-draft18.pcap", (36964, 443), ("tls", None, "1.3-draft", None)),
+    ("tls13-draft23.pcap", (53748, 4433), ("tls", None, "1.3-draft", None)),
+    ("zeek-chrome63-tls-experiment.pcap", (62873, 443), ("tls", None, "1.3-draft", "tls.ctf.network")),
 ])
 def test_upgradable_sessions_are_classified_after_their_upgrade(capture, ports, want, compiled):
     assert replay(capture, compiled=compiled)[ports] == want
