@@ -55,9 +55,11 @@ PG_PROTOCOL_3 = 0x00030000  # StartupMessage protocol 3.0
 PG_CANCEL = 80877102
 PG_GSSENC = 80877104
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
-HTTP_METHODS = frozenset(  # RFC 9110 §9 plus WebDAV/PATCH
+HTTP_METHODS = frozenset(  # RFC 9110 §9 plus WebDAV/PATCH and UPnP eventing (GENA: UPnP Device Architecture §4)
     b"GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PROPFIND PROPPATCH MKCOL COPY MOVE "
-    b"LOCK UNLOCK REPORT".split())
+    b"LOCK UNLOCK REPORT NOTIFY SUBSCRIBE UNSUBSCRIBE".split())
+# Any other method: a whole HTTP/1.x request line (RFC 9112 §3: method SP request-target SP HTTP-version).
+HTTP_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20} [^ \r\n]{1,2048} HTTP/1\.[01]\r?\n")
 MAX_METHOD = max(map(len, HTTP_METHODS))
 MYSQL_CLIENT_SSL = 0x0800  # MySQL capability flag CLIENT_SSL
 MYSQL_PROTOCOL_41 = 0x0200
@@ -286,7 +288,7 @@ def _plaintext(client: bytes, *, dst_port: int) -> str | None:
     if first == 0x50 and len(client) >= 4 and H2_PREFACE.startswith(client[:len(H2_PREFACE)]):
         return HTTP2
     space = client.find(b" ", 1, MAX_METHOD + 1)
-    if space > 0 and client[:space] in HTTP_METHODS:
+    if space > 0 and client[:space] in HTTP_METHODS or HTTP_REQUEST_LINE.match(client):
         return HTTP
     if first == 0x41 and client.startswith(b"AMQP"):
         return AMQP

@@ -251,7 +251,18 @@ def test_http_method_without_a_path_is_still_checked_against_mail_first():
     assert classify(b"GET LOGIN x\r\n", b"", dst_port=143).app == "imap"
     assert classify(b"GET / HTTP/1.1\r\n", b"220 mx ESMTP\r\n", dst_port=25).app == "smtp"
     assert classify(b"PROPPATCH /d HTTP/1.1\r\n", b"", dst_port=80).app == "http"
-    assert classify(b"GETX / HTTP/1.1\r\n", b"", dst_port=80).app == "unknown-plaintext"
+    # An unknown method is HTTP only with the whole request line (RFC 9112 §3), version included.
+    assert classify(b"GETX / HTTP/1.1\r\n", b"", dst_port=80).app == "http"
+    assert classify(b"GETX /\r\n", b"", dst_port=80).app == "unknown-plaintext"
+
+
+def test_upnp_eventing_and_other_request_lines_are_http():
+    # output-eve-ftp-data.pcap: a router NOTIFYs a Windows host on 2869, which SUBSCRIBEs on 80
+    for line in (b"NOTIFY /upnp/eventing/xcmmwtqlwc HTTP/1.1\r\nNT: upnp:event\r\n",
+                 b"SUBSCRIBE /WANIPConnection HTTP/1.1\r\nCache-Control: no-cache\r\n",
+                 b"UNSUBSCRIBE /evt HTTP/1.1\r\n", b"MKCALENDAR /cal/ HTTP/1.1\r\n", b"BREW /pot HTTP/1.0\n"):
+        assert classify(line, b"", dst_port=2869) == Classification("http"), line
+    assert classify(b"DESCRIBE rtsp://cam/ RTSP/1.0\r\n", b"", dst_port=554).app == "unknown-plaintext"
 
 
 def test_unrecognised_bytes_are_unknown_plaintext():

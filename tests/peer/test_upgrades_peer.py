@@ -56,6 +56,9 @@ def replay(capture: str, *, compiled: bool) -> dict[tuple, tuple]:
     ("tls13-draft18.pcap", (36964, 443), ("tls", None, "1.3-draft", None)),
     ("tls13-draft23.pcap", (53748, 4433), ("tls", None, "1.3-draft", None)),
     ("zeek-chrome63-tls-experiment.pcap", (62873, 443), ("tls", None, "1.3-draft", "tls.ctf.network")),
+    # UPnP eventing: a router NOTIFYs a Windows host, which SUBSCRIBEs back
+    ("output-eve-ftp-data.pcap", (2330, 2869), ("http", None, None, None)),
+    ("output-eve-ftp-data.pcap", (59888, 80), ("http", None, None, None)),
 ])
 def test_upgradable_sessions_are_classified_after_their_upgrade(capture, ports, want, compiled):
     assert replay(capture, compiled=compiled)[ports] == want
