@@ -43,7 +43,7 @@ PG_HEADER = struct.Struct("!II")  # PostgreSQL protocol §55.7: length, protocol
 DNS_HEADER = struct.Struct("!HHHHHHH")  # RFC 1035 §4.2.2 length + §4.1.1 header
 
 TLS, HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS = APP_TLS, "http", "http2", "redis", "postgresql", "mysql", "dns"
-AMQP, KAFKA, MONGODB, LDAP = "amqp", "kafka", "mongodb", "ldap"
+AMQP, KAFKA, MONGODB, LDAP, MQTT, RFB = "amqp", "kafka", "mongodb", "ldap", "mqtt", "rfb"
 UNKNOWN_PLAINTEXT, UNKNOWN = "unknown-plaintext", APP_UNKNOWN
 POSTGRESQL_SSL, MYSQL_SSL, LDAP_STARTTLS = "postgresql-ssl", "mysql-ssl", "ldap-starttls"
 
@@ -63,6 +63,8 @@ HTTP_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20} [^ \r\n]{1,20
 MAX_METHOD = max(map(len, HTTP_METHODS))
 MYSQL_CLIENT_SSL = 0x0800  # MySQL capability flag CLIENT_SSL
 MYSQL_PROTOCOL_41 = 0x0200
+MQTT_CONNECT = re.compile(rb"\x10[\x80-\xff]{0,3}[\x00-\x7f]\x00(?:\x04MQTT|\x06MQIsdp)", re.S)  # MQTT 3.1.1 §3.1, 3.1
+RFB_VERSION = b"RFB 00"  # RFC 6143 §7.1.1 ProtocolVersion "RFB 003.008\n", sent by both sides
 MONGO_OPCODES = frozenset((2004, 2010, 2012, 2013))  # OP_QUERY, OP_COMMAND, OP_COMPRESSED, OP_MSG
 LDAP_STARTTLS_OID = b"1.3.6.1.4.1.1466.20037"  # RFC 4511 §4.14.1
 RESP_ARRAY = re.compile(rb"\*[0-9]{1,6}\r\n\$[0-9]{1,9}\r\n")  # Redis RESP command array
@@ -83,9 +85,9 @@ class Classification:
 # Answers without a hello are immutable and few: share them instead of building one per call.
 _DECIDED = {app: Classification(app) for app in (
     HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS, SMTP, IMAP, POP3, FTP, XMPP, AMQP, KAFKA, MONGODB, LDAP,
-    UNKNOWN_PLAINTEXT)}
+    MQTT, RFB, UNKNOWN_PLAINTEXT)}
 _WAITING = {app: Classification(app, complete=False) for app in (
-    UNKNOWN, UNKNOWN_PLAINTEXT, POSTGRESQL, MYSQL, LDAP, SMTP, IMAP, POP3, FTP, XMPP)}
+    UNKNOWN, UNKNOWN_PLAINTEXT, POSTGRESQL, MYSQL, LDAP, SMTP, IMAP, POP3, FTP, XMPP, RFB)}
 
 
 def tls_info(cls: Classification) -> TlsInfo | None:
@@ -146,6 +148,8 @@ def _server_only(server: bytes, *, dst_port: int) -> Classification:
         return _WAITING[UNKNOWN]
     if len(server) >= 5 and server[3] == 0 and server[4] == 0x0A:  # MySQL handshake v10
         return _WAITING[MYSQL]
+    if server.startswith(RFB_VERSION):
+        return _WAITING[RFB]
     return _WAITING[greeting_app(server, dst_port=dst_port) or UNKNOWN_PLAINTEXT]
 
 
@@ -292,6 +296,10 @@ def _plaintext(client: bytes, *, dst_port: int) -> str | None:
         return HTTP
     if first == 0x41 and client.startswith(b"AMQP"):
         return AMQP
+    if first == 0x10 and MQTT_CONNECT.match(client):
+        return MQTT
+    if first == 0x52 and client.startswith(RFB_VERSION):
+        return RFB
     if (first == 0x2A and RESP_ARRAY.match(client)) or (dst_port == 6379 and RESP_INLINE.match(client)):
         return REDIS
     if _is_mongodb(client):

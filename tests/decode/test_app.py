@@ -226,6 +226,8 @@ PLAINTEXT = {
     "http2": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04", 8080),
     "redis": (b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", 6379),
     "amqp": (b"AMQP\x00\x00\x09\x01", 5672),
+    "mqtt": (b"\x10+\x00\x04MQTT\x04\xc2\x00<\x00\x13myvoiceismypassp", 1883),  # mqtt311-pub-qos1.pcap
+    "rfb": (b"RFB 003.007\n", 5900),
     "mongodb": (struct.pack("<iiii", 60, 7, 0, 2013) + bytes(44), 27017),
     "kafka": (struct.pack("!ihhih", 30, 18, 3, 1, 7) + b"console" + bytes(13), 9092),
     "dns": (struct.pack("!HHHHHHH", 29, 0xBEEF, 0x0100, 1, 0, 0, 0) + b"\x07example\x03com\x00\x00\x01\x00\x01", 53),
