@@ -55,12 +55,25 @@ def suricata_flows(capture: Path) -> list[dict]:
     return sorted(flows, key=lambda f: (f["start"], f["src"], f["sport"], f["dst"], f["dport"]))
 
 
+def _dump(answers: dict) -> str:
+    """JSON with one flow per line: small, and a refresh diffs flow by flow."""
+    lines = [f'{{"suricata": {json.dumps(answers["suricata"])}, "settings": {json.dumps(answers["settings"])},',
+             ' "captures": {']
+    names = sorted(answers["captures"])
+    for i, name in enumerate(names):
+        flows = [json.dumps(f, sort_keys=True, separators=(",", ":")) for f in answers["captures"][name]]
+        body = ",\n   ".join(flows)
+        lines.append(f'  {json.dumps(name)}: [\n   {body}]' if flows else f'  {json.dumps(name)}: []')
+        lines[-1] += "," if i < len(names) - 1 else ""
+    return "\n".join(lines + [" }}"]) + "\n"
+
+
 def main() -> int:
     version = subprocess.run(["suricata", "-V"], check=True, capture_output=True, text=True).stdout.strip()
     answers = {"suricata": version, "settings": list(SETTINGS), "captures": {}}
     for capture in sorted(PEER.glob("*.pcap")):
         answers["captures"][capture.name] = suricata_flows(capture)
-    ANSWERS.write_text(json.dumps(answers, indent=1, sort_keys=True) + "\n")
+    ANSWERS.write_text(_dump(answers))
     total = sum(len(v) for v in answers["captures"].values())
     print(f"{version}: {total} TCP flows in {len(answers['captures'])} captures -> {ANSWERS}")
     return 0
