@@ -313,6 +313,23 @@ def ipv6_cooked() -> list[dict]:
     return items
 
 
+def mail_starttls() -> list[dict]:
+    """IMAP, POP3 and FTP servers requiring TLS, reached with STARTTLS/STLS/AUTH TLS (and once without)."""
+    items = base() + [namespace("office"), namespace("mail", annotations={"flowwarden.io/require-tls": "true"}),
+                      namespace("files", annotations={"flowwarden.io/require-tls": "21"})]
+    client = pod("office", "mailer-6b7c8d9f5-m4k2p", app="mailer", ips=["10.244.1.90"], deployment="mailer")
+    imap = pod("mail", "dovecot-0", app="dovecot", ips=["10.244.1.91"], image="dovecot/dovecot:2.3",
+               ports=[("imap", 143, "TCP"), ("pop3", 110, "TCP")])
+    ftp = pod("files", "vsftpd-0", app="vsftpd", ips=["10.244.1.92"], image="fauria/vsftpd:latest",
+              ports=[("ftp", 21, "TCP")])
+    items += [client, imap, ftp]
+    _svc_with_slice(items, service("mail", "dovecot", cluster_ips=["10.96.25.91"], selector={"app": "dovecot"},
+                                   ports=[("imap", 143, "TCP", 143), ("pop3", 110, "TCP", 110)]), [imap])
+    _svc_with_slice(items, service("files", "vsftpd", cluster_ips=["10.96.21.92"], selector={"app": "vsftpd"},
+                                   ports=[("ftp", 21, "TCP", 21)]), [ftp])
+    return items
+
+
 CRAFTED_CLIENT = ("10.244.1.10", "fd00:10:244:1::10")
 CRAFTED_SERVER = ("10.244.2.20", "fd00:10:244:2::20")
 
@@ -344,6 +361,7 @@ SCENARIOS = {
     "tls-versions": tls_versions,
     "postgres-ssl": postgres_ssl,
     "ipv6-cooked": ipv6_cooked,
+    "mail-starttls": mail_starttls,
     "crafted": crafted,
 }
 

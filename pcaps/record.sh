@@ -14,7 +14,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ALL_SCENARIOS=(http-allowed-and-denied redis-plaintext dns tls-versions postgres-ssl ipv6-cooked)
+ALL_SCENARIOS=(http-allowed-and-denied redis-plaintext dns tls-versions postgres-ssl ipv6-cooked mail-starttls)
 PREFIX=fwrec
 NODE=$PREFIX-node
 GW4=10.244.1.1
@@ -30,7 +30,8 @@ install_deps() {
     # command:package; dnsmasq-base is the daemon without its system service.
     for pair in ip:iproute2 ss:iproute2 tcpdump:tcpdump curl:curl redis-server:redis-server \
                 redis-cli:redis-tools dnsmasq:dnsmasq-base dig:dnsutils openssl:openssl \
-                nginx:nginx-light psql:postgresql setpriv:util-linux python3:python3; do
+                nginx:nginx-light psql:postgresql setpriv:util-linux python3:python3 \
+                dovecot:dovecot-imapd doveadm:dovecot-pop3d vsftpd:vsftpd; do
         cmd=${pair%%:*}; pkg=${pair#*:}
         if ! command -v "$cmd" >/dev/null 2>&1 && ! [[ -x /usr/sbin/$cmd ]]; then
             missing+=("$pkg")
@@ -361,6 +362,46 @@ scenario_ipv6_cooked() {
     inpod client curl -sS -o /dev/null -w 'curl %{remote_ip} %{http_code}\n' "http://$srv4:8080/"
     capture_stop
     stop_pid "$server"
+    teardown_scenario
+}
+
+scenario_mail_starttls() {
+    setup mail-starttls 0
+    local imap=${POD_IP4[dovecot]} ftp=${POD_IP4[vsftpd]} d=$TMP/dovecot f=$TMP/vsftpd
+    mkdir -p "$d/run" "$d/mail" "$f/pub" "$f/empty"
+    chmod 755 "$TMP"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -days 30 \
+        -subj "/CN=mail.svc" 2>/dev/null
+    echo "alice:{PLAIN}wonderland" >"$d/users"
+    chown -R dovecot:dovecot "$d/mail"
+    printf '%s\n' "protocols = imap pop3" "listen = $imap" "base_dir = $d/run" "log_path = $d/dovecot.log" \
+        "ssl = yes" "ssl_cert = <$TMP/cert.pem" "ssl_key = <$TMP/key.pem" "disable_plaintext_auth = no" \
+        "auth_mechanisms = plain login" "first_valid_uid = 1" "mail_location = maildir:$d/mail/%u" \
+        "passdb {" "  driver = passwd-file" "  args = $d/users" "}" \
+        "userdb {" "  driver = static" "  args = uid=dovecot gid=dovecot home=$d/mail/%u" "}" >"$d/dovecot.conf"
+    start_bg $PREFIX-dovecot dovecot dovecot -F -c "$d/dovecot.conf"
+    local dovecot=$!
+    printf 'hello over FTP\n' >"$f/pub/hello.txt"
+    printf '%s\n' listen=YES "listen_address=$ftp" background=NO anonymous_enable=YES "anon_root=$f/pub" \
+        no_anon_password=YES local_enable=NO write_enable=NO pasv_min_port=21100 pasv_max_port=21110 \
+        "secure_chroot_dir=$f/empty" seccomp_sandbox=NO ssl_enable=YES allow_anon_ssl=YES \
+        force_anon_logins_ssl=NO force_anon_data_ssl=NO require_ssl_reuse=NO "rsa_cert_file=$TMP/cert.pem" \
+        "rsa_private_key_file=$TMP/key.pem" "vsftpd_log_file=$f/vsftpd.log" >"$f/vsftpd.conf"
+    start_bg $PREFIX-vsftpd vsftpd vsftpd "$f/vsftpd.conf"
+    local vsftpd=$!
+    wait_until 10 listening dovecot tcp 143
+    wait_until 10 listening dovecot tcp 110
+    wait_until 10 listening vsftpd tcp 21
+    capture_start mail-starttls
+    # curl asks for the capabilities first and upgrades after the answer, as mail clients do.
+    inpod mailer curl -sS -k --ssl-reqd -u alice:wonderland "imap://$imap/"   # CAPABILITY, STARTTLS
+    inpod mailer curl -sS -k --ssl-reqd -u alice:wonderland "pop3://$imap/"   # CAPA, STLS
+    inpod mailer curl -sS -u alice:wonderland "imap://$imap/"                  # LOGIN in plaintext
+    inpod mailer curl -sS -k --ssl-reqd --ftp-pasv "ftp://$ftp/hello.txt"     # AUTH TLS, PROT P
+    inpod mailer curl -sS --ftp-pasv "ftp://$ftp/hello.txt"                    # plaintext, data too
+    capture_stop
+    stop_pid "$vsftpd"
+    stop_pid "$dovecot"
     teardown_scenario
 }
 
