@@ -314,19 +314,24 @@ def ipv6_cooked() -> list[dict]:
 
 
 def mail_starttls() -> list[dict]:
-    """IMAP, POP3 and FTP servers requiring TLS, reached with STARTTLS/STLS/AUTH TLS (and once without)."""
+    """IMAP, POP3, FTP and XMPP servers requiring TLS, reached with STARTTLS/STLS/AUTH TLS (and without)."""
     items = base() + [namespace("office"), namespace("mail", annotations={"flowwarden.io/require-tls": "true"}),
-                      namespace("files", annotations={"flowwarden.io/require-tls": "21"})]
+                      namespace("files", annotations={"flowwarden.io/require-tls": "21"}),
+                      namespace("chat", annotations={"flowwarden.io/require-tls": "true"})]
     client = pod("office", "mailer-6b7c8d9f5-m4k2p", app="mailer", ips=["10.244.1.90"], deployment="mailer")
     imap = pod("mail", "dovecot-0", app="dovecot", ips=["10.244.1.91"], image="dovecot/dovecot:2.3",
                ports=[("imap", 143, "TCP"), ("pop3", 110, "TCP")])
     ftp = pod("files", "vsftpd-0", app="vsftpd", ips=["10.244.1.92"], image="fauria/vsftpd:latest",
               ports=[("ftp", 21, "TCP")])
-    items += [client, imap, ftp]
+    chat = pod("chat", "prosody-0", app="prosody", ips=["10.244.1.94"], image="prosody/prosody:0.12",
+               ports=[("xmpp-client", 5222, "TCP")])
+    items += [client, imap, ftp, chat]
     _svc_with_slice(items, service("mail", "dovecot", cluster_ips=["10.96.25.91"], selector={"app": "dovecot"},
                                    ports=[("imap", 143, "TCP", 143), ("pop3", 110, "TCP", 110)]), [imap])
     _svc_with_slice(items, service("files", "vsftpd", cluster_ips=["10.96.21.92"], selector={"app": "vsftpd"},
                                    ports=[("ftp", 21, "TCP", 21)]), [ftp])
+    _svc_with_slice(items, service("chat", "prosody", cluster_ips=["10.96.52.94"], selector={"app": "prosody"},
+                                   ports=[("xmpp-client", 5222, "TCP", 5222)]), [chat])
     return items
 
 

@@ -31,7 +31,7 @@ install_deps() {
     for pair in ip:iproute2 ss:iproute2 tcpdump:tcpdump curl:curl redis-server:redis-server \
                 redis-cli:redis-tools dnsmasq:dnsmasq-base dig:dnsutils openssl:openssl \
                 nginx:nginx-light psql:postgresql setpriv:util-linux python3:python3 \
-                dovecot:dovecot-imapd doveadm:dovecot-pop3d vsftpd:vsftpd; do
+                dovecot:dovecot-imapd doveadm:dovecot-pop3d vsftpd:vsftpd prosody:prosody; do
         cmd=${pair%%:*}; pkg=${pair#*:}
         if ! command -v "$cmd" >/dev/null 2>&1 && ! [[ -x /usr/sbin/$cmd ]]; then
             missing+=("$pkg")
@@ -389,6 +389,18 @@ scenario_mail_starttls() {
         "rsa_private_key_file=$TMP/key.pem" "vsftpd_log_file=$f/vsftpd.log" >"$f/vsftpd.conf"
     start_bg $PREFIX-vsftpd vsftpd vsftpd "$f/vsftpd.conf"
     local vsftpd=$!
+    local xmpp=${POD_IP4[prosody]} x=$TMP/prosody
+    mkdir -p "$x/data"; chmod 644 "$TMP/key.pem"; chown -R prosody "$x"
+    printf '%s\n' 'daemonize = false' "pidfile = \"$x/prosody.pid\"" "data_path = \"$x/data\"" \
+        "interfaces = { \"$xmpp\" }" 'c2s_ports = { 5222 }' 'modules_disabled = { "s2s" }' \
+        "log = { info = \"$x/prosody.log\" }" 'modules_enabled = { "saslauth"; "tls"; "disco"; "ping" }' \
+        'c2s_require_encryption = true' 'authentication = "internal_plain"' \
+        'VirtualHost "chat.example"' "  ssl = { certificate = \"$TMP/cert.pem\"; key = \"$TMP/key.pem\" }" \
+        >"$x/prosody.cfg.lua"
+    start_bg $PREFIX-prosody prosody setpriv --reuid=prosody --regid=prosody --init-groups \
+        prosody --config "$x/prosody.cfg.lua"
+    local prosody=$!
+    wait_until 15 listening prosody tcp 5222
     wait_until 10 listening dovecot tcp 143
     wait_until 10 listening dovecot tcp 110
     wait_until 10 listening vsftpd tcp 21
@@ -399,7 +411,11 @@ scenario_mail_starttls() {
     inpod mailer curl -sS -u alice:wonderland "imap://$imap/"                  # LOGIN in plaintext
     inpod mailer curl -sS -k --ssl-reqd --ftp-pasv "ftp://$ftp/hello.txt"     # AUTH TLS, PROT P
     inpod mailer curl -sS --ftp-pasv "ftp://$ftp/hello.txt"                    # plaintext, data too
+    # XMPP: stream header, <stream:features> with <starttls/>, <starttls/>, <proceed/>, then TLS.
+    inpod mailer openssl s_client -starttls xmpp -xmpphost chat.example -connect "$xmpp:5222" \
+        </dev/null 2>&1 | grep -E '^(CONNECTED|New,|Protocol)' || true
     capture_stop
+    stop_pid "$prosody"
     stop_pid "$vsftpd"
     stop_pid "$dovecot"
     teardown_scenario

@@ -68,13 +68,14 @@ RECORDED = Path(__file__).resolve().parents[2] / "pcaps" / "mail-starttls" / "ca
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
-def test_recorded_dovecot_and_vsftpd_sessions_are_tls_after_their_upgrade(compiled):
-    """pcaps/mail-starttls (record.sh): curl against Dovecot and vsftpd, each flow in capture order."""
+def test_recorded_dovecot_vsftpd_and_prosody_sessions_are_tls_after_their_upgrade(compiled):
+    """pcaps/mail-starttls (record.sh): curl against Dovecot and vsftpd, openssl against Prosody, in capture order."""
     got = []
 
     def ended(flow, cls):
         if flow.protocol == "TCP":
-            got.append((flow.dst_port, flow.app, cls.upgraded, flow.tls.version if flow.tls else None))
+            port = "pasv" if 21100 <= flow.dst_port <= 21110 else flow.dst_port  # vsftpd's passive ports vary
+            got.append((port, flow.app, cls.upgraded, flow.tls.version if flow.tls else None))
     table = FlowTable(on_end=ended, compiled=compiled)
     for batch in read_frames([RECORDED]):
         table.ingest(batch)
@@ -84,7 +85,8 @@ def test_recorded_dovecot_and_vsftpd_sessions_are_tls_after_their_upgrade(compil
         (110, "tls", "starttls", "1.3"),  # CAPA, STLS
         (143, "imap", None, None),  # A001 CAPABILITY, A002 AUTHENTICATE PLAIN in the clear
         (21, "tls", "ftp-auth-tls", "1.3"),  # AUTH SSL after the 220 greeting
-        (21109, "tls", None, "1.3"),  # its passive data connection after PROT P
+        ("pasv", "tls", None, "1.3"),  # its passive data connection after PROT P
         (21, "ftp", None, None),  # USER anonymous in the clear
-        (21110, "unknown-plaintext", None, None),  # its data connection: only the server sends
+        ("pasv", "unknown-plaintext", None, None),  # its data connection: only the server sends
+        (5222, "tls", "xmpp-starttls", "1.3"),  # stream, features, <starttls/>, <proceed/> (openssl s_client)
     ]
