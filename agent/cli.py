@@ -123,8 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--interfaces", help='comma-separated names or globs, e.g. "veth*,cni0" '
                    "(default: capture.interfaces, else pod veths, CNI bridges and overlays)")
     n.add_argument("--listen", default="0.0.0.0:9847", help="HTTP address for /metrics, /healthz, /readyz")
-    n.add_argument("--events", help="append events (JSON Lines) here (default: stdout)")
+    n.add_argument("--events", help="append events here (default: stdout)")
     n.add_argument("--flows", help="append every flow as a JSON line here")
+    _output_args(n)
     n.set_defaults(command=cmd_run)
 
     s = sub.add_parser("snapshot", help="write the live cluster state as a --cluster file",
@@ -362,7 +363,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             check_usable(load_cluster(args.cluster, ignored=ignored), source=args.cluster, ignored=ignored)
         agent = Agent(RunOptions(config=args.config, cluster=args.cluster, kubeconfig=args.kubeconfig,
                                  context=args.context, interfaces=args.interfaces, listen=args.listen,
-                                 events=args.events, flows=args.flows))
+                                 events=args.events, flows=args.flows, format=args.format))
     return agent.run()
 
 

@@ -13,6 +13,9 @@ from typing import Any, Mapping
 import yaml
 
 
+CONFIGMAP_KEY = "flowwarden.yaml"  # the settings file's key in the DaemonSet's ConfigMap
+
+
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the file and field."""
 
@@ -106,9 +109,24 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{source}: invalid YAML: {e}".replace("\n", " ")) from e
     if not isinstance(doc, Mapping):
         raise ConfigError(f"{source}: expected a mapping at the top level")
+    if doc.get("kind") == "ConfigMap":  # the DaemonSet's manifest itself: its settings file
+        doc = _from_configmap(doc, source=source)
     config = _build(Config, doc, source=source, where="")
     config.source = source
     return config
+
+
+def _from_configmap(manifest: Mapping, *, source: str) -> Mapping:
+    text = (manifest.get("data") or {}).get(CONFIGMAP_KEY)
+    if not isinstance(text, str):
+        raise ConfigError(f"{source}: a ConfigMap without data.{CONFIGMAP_KEY}")
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: data.{CONFIGMAP_KEY}: invalid YAML: {e}".replace("\n", " ")) from e
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{source}: data.{CONFIGMAP_KEY}: expected a mapping at the top level")
+    return doc
 
 
 def _build(cls: type, doc: Mapping, *, source: str, where: str) -> Any:

@@ -18,13 +18,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import orjson
 
 from agent.capture.conntrack import ConntrackReader, probe_conntrack
-from agent.capture.interfaces import RESCAN_EVERY, LinkMonitor, parse_patterns
-from agent.capture.live import BATCH, LiveCapture
+from agent.capture.interfaces import RESCAN_EVERY, LinkMonitor, list_links, matches, parse_patterns
+from agent.capture.live import BATCH, LiveCapture, require_capture_permission
 from agent.config import Config, ConfigError, load_config
 from agent.flows.merge import ConntrackMerge
 from agent.inventory.snapshot import load_cluster
@@ -35,6 +35,7 @@ from agent.pipeline import Pipeline, settle_heap
 from agent.sinks.events import EventSink, FlowRecordSink
 from agent.sinks.exposition import AgentMetrics, serve
 from agent.sinks.metrics import MetricsSink
+from agent.sinks.text import TextWriter, default_format, use_colour
 
 log = logging.getLogger("flowwarden.run")
 TICK = 1.0  # seconds between wall-clock sweeps of the flow table
@@ -53,6 +54,7 @@ class RunOptions:
     listen: str = "0.0.0.0:9847"
     events: str | None = None
     flows: str | None = None
+    format: str | None = None  # events as "text" or "json" (default: text on a terminal, json otherwise)
 
 
 class JsonFormatter(logging.Formatter):
@@ -116,13 +118,14 @@ class Agent:
         self.options = options
         self.config = load_config(options.config)
         host, port = parse_listen(options.listen)
+        self._check_capture()
         self.inventory, self.store = self._inventory()
         self.lock = self.inventory.lock if self.inventory is not None else threading.RLock()
         self.exposition = AgentMetrics()
         self.registry = self.exposition.registry
         self._events_file = open(options.events, "ab") if options.events else None
         self._flows_file = open(options.flows, "ab") if options.flows else None
-        self.events = EventSink(self._events_file or sys.stdout.buffer, window=self.config.events.window,
+        self.events = EventSink(self._events_out(), window=self.config.events.window,
                                 max_groups=self.config.events.max_groups)
         self.metrics = MetricsSink(self.registry, max_namespaces=self.config.metrics.max_namespaces)
         sinks = [self.events, self.metrics] + ([FlowRecordSink(self._flows_file)] if self._flows_file else [])
@@ -188,6 +191,23 @@ class Agent:
                      config.inventory.grace, grace)
         self.store.grace = grace
 
+    def _events_out(self) -> BinaryIO | TextWriter:
+        out = self._events_file or sys.stdout.buffer
+        if (self.options.format or default_format(out)) == "text":
+            return TextWriter(out, colour=use_colour(out))
+        return out
+
+    def _check_capture(self) -> None:
+        """Fail at start, in one line, where capture cannot work: no permission, or (for
+        `--interfaces` typed on the command line) nothing matches on this node."""
+        require_capture_permission()
+        patterns = parse_patterns(self.options.interfaces)
+        links = list_links() if patterns else []
+        if patterns and not any(matches(link.name, patterns) for link in links):
+            names = ", ".join(sorted(link.name for link in links))
+            raise ConfigError(f"--interfaces {self.options.interfaces}: no interface of this node matches "
+                              f"(it has: {names})")
+
     def _patterns(self, config: Config) -> tuple[str, ...]:
         return parse_patterns(self.options.interfaces if self.options.interfaces else config.capture.interfaces)
 
@@ -233,8 +253,9 @@ class Agent:
         if self.ct_reader is not None:
             self.ct_reader.start()
         self.monitor.start()
-        log.info("started: capturing on %d interface(s) matching %s; metrics on %s",
-                 len(self.monitor.known), ",".join(self.monitor.patterns), self.options.listen)
+        host, port = self.server.server_address[:2]
+        log.info("started: %d interface(s) matching %s to capture on; metrics on %s:%d",
+                 len(self.monitor.known), ",".join(self.monitor.patterns), host, port)
         try:
             self._loop()
         finally:

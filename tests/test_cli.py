@@ -380,3 +380,22 @@ def test_a_stream_cut_short_on_stdin_names_what_was_judged(tmp_path):
 def test_an_empty_folder_is_nothing_to_replay(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     _fails(capsys, ["replay", str(tmp_path / "empty"), "--cluster", CLUSTER], "empty: no capture files in it")
+
+
+def test_run_with_interfaces_that_match_nothing_on_this_node_is_one_line(capsys):
+    err = _fails(capsys, ["run", "--cluster", CLUSTER, "--interfaces", "fwnothing*", "--listen", "127.0.0.1:0"],
+                 "--interfaces fwnothing*: no interface of this node matches (it has: ")
+    assert "lo" in err
+
+
+def test_run_logs_the_port_it_bound_not_the_one_asked_for(tmp_path):
+    agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--cluster", CLUSTER, "--interfaces", "lo",
+                              "--listen", "127.0.0.1:0", "--events", str(tmp_path / "e")],
+                             stderr=subprocess.PIPE, cwd=str(ROOT))
+    try:
+        started = next(orjson.loads(line) for line in agent.stderr if b"started" in line)
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+    assert started["msg"].startswith("started: 1 interface(s) matching lo to capture on; metrics on 127.0.0.1:")
+    assert not started["msg"].endswith(":0")

@@ -23,6 +23,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.rootonly import require_root
+
 ROOT = Path(__file__).resolve().parents[1]
 V4, V6 = "10.77.0.{}", "fd77::{}"
 PODS = {  # name: (namespace, labels, annotations, host number)
@@ -109,6 +111,7 @@ class Node:
 
 @pytest.fixture
 def node():
+    require_root("network namespaces and the agent's capture")
     node = Node(uuid.uuid4().hex[:6])
     try:
         yield node
@@ -280,3 +283,17 @@ def test_a_missing_kubeconfig_is_one_line_for_snapshot_and_replay(tmp_path, caps
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err == f"flowwarden: error: kubeconfig {missing}: no such file", err
+
+
+def test_config_accepts_the_daemonsets_configmap_manifest_itself(tmp_path, capsys):
+    from agent.cli import main
+    from agent.config import load_config
+    manifest = ROOT / "daemonset" / "configmap.yaml"
+    config = load_config(manifest)
+    assert config.flows.tcp_timeout == 120 and config.source == str(manifest)
+    other = tmp_path / "other.yaml"
+    other.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {other.yaml: 'a: 1'}\n")
+    assert main(["replay", str(ROOT / "pcaps" / "dns" / "capture.pcap"), "--cluster",
+                 str(ROOT / "pcaps" / "dns" / "cluster.json"), "--config", str(other)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"flowwarden: error: {other}: a ConfigMap without data.flowwarden.yaml")

@@ -18,6 +18,7 @@ from scapy.layers.l2 import Ether
 from agent.config import Config, load_config
 from agent.judges import JUDGES
 from agent.run import Agent, RunOptions, effective_grace
+from tests.rootonly import require_root
 from tests.kubeapi import kubeapi, kubeconfig  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,13 +29,14 @@ NO_CONNTRACK = "capture:\n  conntrack: false\n"
 @pytest.fixture
 def make_agent(tmp_path):
     """make_agent(config_text, **RunOptions) -> an Agent on a `--cluster` file unless told otherwise."""
+    require_root("the agent, which checks at start that it may capture")
     agents: list[Agent] = []
 
     def make(config_text: str = NO_CONNTRACK, **options) -> Agent:
         config = tmp_path / f"flowwarden-{len(agents)}.yaml"
         config.write_text(config_text)
         options = {"cluster": str(CLUSTER), **options} if "kubeconfig" not in options else options
-        agent = Agent(RunOptions(config=str(config), interfaces="fwnonexistent*", listen="127.0.0.1:0",
+        agent = Agent(RunOptions(config=str(config), interfaces="lo", listen="127.0.0.1:0",
                                  events=str(tmp_path / f"events-{len(agents)}.jsonl"), **options))
         agents.append(agent)
         return agent
@@ -165,3 +167,15 @@ def test_the_live_store_keeps_deleted_pods_until_their_flows_are_judged(make_age
 def test_a_cluster_file_store_keeps_its_configured_grace(make_agent):
     agent = make_agent()
     assert agent.store.grace == 120
+
+
+def test_run_writes_text_events_with_o_text(make_agent, tmp_path):
+    from agent.capture.pcap import read_frames
+    agent = make_agent(format="text")
+    for frames in read_frames([ROOT / "pcaps" / "http-allowed-and-denied" / "capture.pcap"]):
+        agent.pipeline.feed(list(frames))
+    agent.pipeline.finish()
+    lines = (tmp_path / "events-0.jsonl").read_text().splitlines()
+    assert lines and all(line.split()[0] in ("critical", "warning") for line in lines), lines
+    assert any("policy-violation other/batch-job-7b5d6c8f9-mn4zx → api/api-6d8f7b9c5-kx2lp:8080/TCP established "
+               "ingress denied: api/api-allow-frontend" in line for line in lines), lines  # the denying side

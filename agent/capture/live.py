@@ -29,6 +29,7 @@ from scapy.data import ETH_P_ALL
 
 from agent.capture.bpf import TCP_SYN_FIN_RST, attach_bpf, bpf_program
 from agent.capture.interfaces import LINKTYPE_ETHERNET, Link
+from agent.config import ConfigError
 
 SO_RCVBUFFORCE = 33  # asm-generic/socket.h: like SO_RCVBUF, past rmem_max (CAP_NET_ADMIN)
 RCVBUF = 4 << 20
@@ -44,6 +45,15 @@ _MREQ = struct.Struct("iHH8s")  # struct packet_mreq
 ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD  # EtherTypes (IEEE 802, RFC 7042)
 VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100))  # 802.1Q, 802.1ad (QinQ), pre-standard QinQ
 FRAGMENT = -1  # locate_ip's protocol for an IPv4 fragment: ports are in the first one only
+
+
+def require_capture_permission() -> None:
+    """Raise ConfigError (one line, exit 2) when this process may not open AF_PACKET sockets."""
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except PermissionError as e:
+        raise ConfigError("capture: opening an AF_PACKET socket: Operation not permitted; "
+                          "flowwarden run needs root or CAP_NET_RAW") from e
 
 
 def open_socket(link: Link, *, payload_bytes: int = 4096, rcvbuf: int = RCVBUF) -> socket.socket:
