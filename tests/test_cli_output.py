@@ -20,9 +20,11 @@ FLOW_LINE = b'{"src_ip": "10.244.1.30", "dst_ip": "10.244.1.20", "dst_port": 808
 
 HTTP_TEXT = """\
 critical policy-violation other/batch-job-7b5d6c8f9-mn4zx → api/api-6d8f7b9c5-kx2lp:8080/TCP established \
-egress open: no policy selects other/batch-job-7b5d6c8f9-mn4zx for egress
+ingress denied: api/api-allow-frontend selects api/api-6d8f7b9c5-kx2lp but no rule admits \
+other/batch-job-7b5d6c8f9-mn4zx on 8080/TCP
 warning policy-violation web/frontend-5f7c9d8b6-abcde → api/api-6d8f7b9c5-kx2lp:9090/TCP not-established \
-egress open: no policy selects web/frontend-5f7c9d8b6-abcde for egress
+ingress denied: api/api-allow-frontend selects api/api-6d8f7b9c5-kx2lp but no rule admits \
+web/frontend-5f7c9d8b6-abcde on 9090/TCP
 """
 
 
@@ -51,8 +53,9 @@ def test_a_follow_up_says_how_many_more(capsys):
                  "--min-severity", "critical"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and all(line.startswith("critical policy-violation web/") for line in lines)
-    assert lines[-1].endswith("443/TCP established egress open: no policy selects "
-                              "web/frontend-5f7c9d8b6-abcde for egress (+3 more)")
+    assert lines[-1].endswith("443/TCP established ingress denied: api/api-allow-frontend selects "
+                              "api/api-6d8f7b9c5-kx2lp but no rule admits web/frontend-5f7c9d8b6-abcde on 443/TCP "
+                              "(+3 more)")
 
 
 def test_json_is_the_default_when_stdout_is_not_a_terminal(capsys):
@@ -119,7 +122,8 @@ def test_evaluate_text_is_one_line_per_verdict():
     assert run.returncode == 0, run.stderr
     assert run.stdout.decode().splitlines()[0] == (
         "deny other/batch-job-7b5d6c8f9-mn4zx → api/api-6d8f7b9c5-kx2lp:8080/TCP "
-        "egress open: no policy selects other/batch-job-7b5d6c8f9-mn4zx for egress")
+        "ingress denied: api/api-allow-frontend selects api/api-6d8f7b9c5-kx2lp but no rule admits "
+        "other/batch-job-7b5d6c8f9-mn4zx on 8080/TCP")
     assert run.stdout.decode().splitlines()[1].startswith("allow web/frontend-5f7c9d8b6-abcde → ")
 
 

@@ -1,7 +1,7 @@
 """`-o text` and the event filters (**sinks**): what a person reads on a terminal.
 
 Text is one line per event: severity, kind, `ns/pod → ns/pod:port/proto`,
-established or not, and the first reason; coloured by severity on a terminal
+established or not, and the first reason (of a NetworkPolicy denial, the denying side's); coloured by severity on a terminal
 unless `NO_COLOR` is set (https://no-color.org). It is rendered from the
 JSON line the EventSink writes, so grouping and follow-ups are the same in
 both formats.
@@ -122,11 +122,10 @@ def event_text(event: Mapping, *, colour: bool = False) -> str:
     severity = str(event.get("severity"))
     shown = f"{_COLOURS.get(severity, '')}{severity}{_RESET}" if colour and severity in _COLOURS else severity
     established = "established" if event.get("established") else "not-established"
-    reasons = event.get("reasons") or []
     line = (f"{shown} {event.get('kind')} {endpoint_text(event['src'])} → {endpoint_text(event['dst'])}:"
             f"{_port(event['dst'], str(event.get('protocol')))} {established}")
-    if reasons:
-        line += f" {reasons[0]}"
+    if reason := _first_reason(event):
+        line += f" {reason}"
     if event.get("follow_up"):
         line += f" (+{event.get('count', 0):,} more)"
     return line + "\n"
@@ -138,9 +137,18 @@ def verdict_text(record: Mapping, *, colour: bool = False) -> str:
     shown = f"{_COLOURS[CRITICAL]}{verdict}{_RESET}" if colour and verdict == DENY else verdict
     line = f"{shown} {endpoint_text(record['src'])} → {endpoint_text(record['dst'])}:" \
            f"{_port(record['dst'], str(record.get('protocol')))}"
-    if record.get("reasons"):
-        line += f" {record['reasons'][0]}"
+    if reason := _first_reason(record):
+        line += f" {reason}"
     return line + "\n"
+
+
+def _first_reason(record: Mapping) -> str | None:
+    """The first reason; of a NetworkPolicy denial on the ingress side, the ingress reason (the one that denied)."""
+    reasons = record.get("reasons") or []
+    if len(reasons) == 2 and record.get("verdict", DENY) == DENY and (record.get("egress") or {}).get("allowed") \
+            and not (record.get("ingress") or {}).get("allowed", True):
+        return reasons[1]
+    return reasons[0] if reasons else None
 
 
 class TextWriter:
