@@ -17,20 +17,26 @@ $(VENV)/.installed: pyproject.toml setup.py agent/_hotpath.c
 
 CRAFTED := $(filter-out %/corrupt-magic.pcap %/truncated-file.pcap,$(wildcard pcaps/crafted/*.pcap*))
 
+# Each scenario's events as text, under one line (pcaps/demo.txt) saying what it shows.
 demo: $(VENV)/.installed
-	@for dir in $(sort $(dir $(wildcard pcaps/*/capture.pcap))); do \
-	  echo "== $$dir (recorded traffic)"; \
-	  $(FW) replay $${dir}capture.pcap --cluster $${dir}cluster.json || exit $$?; \
+	@for name in $(sort $(patsubst pcaps/%/capture.pcap,%,$(wildcard pcaps/*/capture.pcap))); do \
+	  echo "== pcaps/$$name: $$(sed -n "s/^$$name: //p" pcaps/demo.txt)"; \
+	  $(FW) replay pcaps/$$name/capture.pcap --cluster pcaps/$$name/cluster.json -o text || exit $$?; \
 	done
-	@echo "== pcaps/crafted/ (edge cases: VLAN, QinQ, overlays, fragments, truncated and garbage packets)"
-	@$(FW) replay $(CRAFTED) --cluster pcaps/crafted/cluster.json
+	@echo "== pcaps/crafted: $$(sed -n 's/^crafted: //p' pcaps/demo.txt)"
+	@$(FW) replay $(CRAFTED) --cluster pcaps/crafted/cluster.json -o text
 
+# ip, nft and setcap live in /usr/sbin, which a non-root PATH often lacks. Only root installs; another
+# user is told what is missing, and the tests that need it (or root) skip, saying so.
 tools:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
-	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
-	if [ -n "$$missing" ]; then \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	elif [ -n "$$missing" ]; then \
+	  echo "missing:$$missing (run 'make tools' as root to install them; the tests that need them skip)"; \
 	fi
 
 # The per-packet path exists twice (agent/_hotpath.c and its Python reference): the flow, decode and

@@ -9,6 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from tests.rootonly import require_root
 from tests.kubeapi import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,7 @@ def _healthy(port: int) -> bool:
 
 
 def test_sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one(tmp_path):
+    require_root("the agent, which checks at start that it may capture")
     config = tmp_path / "flowwarden.yaml"
     config.write_text("events:\n  window: 60\n")
     log = tmp_path / "stderr.log"
@@ -37,7 +39,7 @@ def test_sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one(tmp_pat
     with log.open("wb") as err:
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "run", "--cluster", str(CLUSTER), "--config", str(config),
-             "--interfaces", "fwnonexistent*", "--listen", f"127.0.0.1:{port}", "--events", str(tmp_path / "e")],
+             "--interfaces", "lo", "--listen", f"127.0.0.1:{port}", "--events", str(tmp_path / "e")],
             stderr=err, stdout=subprocess.DEVNULL)
     try:
         eventually(lambda: _healthy(port), 15, "/healthz")

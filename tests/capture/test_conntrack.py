@@ -22,6 +22,7 @@ from agent.capture.conntrack import ConntrackReader, parse_events
 from agent.flows.merge import ConntrackMerge
 from agent.flows.table import FlowTable
 from agent.model import CONNTRACK, CT_DESTROY, CT_NEW, ConntrackEvent
+from tests.rootonly import require_root
 
 VIP, CLIENT, BACKEND = "10.96.0.10", "10.250.1.2", "10.250.2.2"
 NFT = f"""
@@ -72,6 +73,7 @@ def _run(*args: str, ns: str | None = None, check: bool = True) -> subprocess.Co
 @pytest.fixture
 def node():
     """(client ns, node ns, backend ns) with forwarding, the DNAT rule and a backend HTTP server."""
+    require_root("network namespaces and conntrack")
     tag = uuid.uuid4().hex[:6]
     c, n, b = (f"fwct-{tag}-{x}" for x in "cnb")
     server = None

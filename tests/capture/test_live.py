@@ -24,6 +24,7 @@ from scapy.packet import Raw
 from agent.capture.interfaces import DEFAULT_PATTERNS, LINKTYPE_ETHERNET, Link, LinkMonitor, list_links, matches, \
     parse_patterns
 from agent.capture.live import FRAGMENT, Dedup, FlowBudget, LiveCapture, locate_ip
+from tests.rootonly import require_root
 
 SEND = """
 import socket, sys
@@ -41,6 +42,7 @@ def _ip(*args: str, check: bool = True) -> None:
 @pytest.fixture
 def veth():
     """(capture end in this namespace, sender namespace, sender end)."""
+    require_root("network namespaces and AF_PACKET capture")
     tag = uuid.uuid4().hex[:6]
     ns, host, peer = f"fwtest-cap-{tag}", f"fwt{tag}h", "eth0"
     _ip("netns", "add", ns)

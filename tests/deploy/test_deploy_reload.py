@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.rootonly import require_root
 from tests.deploy.helpers import DAEMONSET, ROOT, kustomize, one
 from tests.kubeapi import eventually
 from tests.test_run_reload import _free_port, _healthy
@@ -24,6 +25,7 @@ CLUSTER = ROOT / "pcaps" / "http-allowed-and-denied" / "cluster.json"
 
 @pytest.fixture(scope="module")
 def container() -> dict:
+    require_root("the agent, which checks at start that it may capture")
     objects = kustomize(DAEMONSET)
     ds = one(objects, "DaemonSet")
     (agent,) = ds["spec"]["template"]["spec"]["containers"]
@@ -63,7 +65,7 @@ def _start(container: dict, tmp_path: Path) -> tuple[subprocess.Popen, Path, int
     port = _free_port()
     args = [str(volume.path / Path(a).relative_to(mount)) if a.startswith(f"{mount}/") else a for a in agent["args"]]
     args[args.index("--listen") + 1] = f"127.0.0.1:{port}"
-    args += ["--cluster", str(CLUSTER), "--interfaces", "fwnonexistent*", "--events", str(tmp_path / "events")]
+    args += ["--cluster", str(CLUSTER), "--interfaces", "lo", "--events", str(tmp_path / "events")]
     log = tmp_path / "stderr.log"
     with log.open("wb") as err:
         process = subprocess.Popen(agent["command"] + args, stderr=err, stdout=subprocess.DEVNULL,
