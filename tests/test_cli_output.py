@@ -206,3 +206,13 @@ def test_explain_with_policies_shows_before_and_after():
     run = _evaluate(["--with-policies", str(SCENARIOS / "what-if" / "candidates.yaml"), "--explain"], FLOW_LINE)
     assert run.returncode == 0, run.stderr
     assert run.stdout.decode() == EXPLAIN_BEFORE_AFTER
+
+
+def test_make_demo_says_what_every_bundled_scenario_shows_and_prints_text():
+    about = dict(line.split(": ", 1) for line in (PCAPS / "demo.txt").read_text().splitlines()
+                 if line and not line.startswith("#"))
+    scenarios = {p.parent.name for p in PCAPS.glob("*/capture.pcap")} | {"crafted"}
+    assert scenarios <= set(about), f"pcaps/demo.txt has no line for {sorted(scenarios - set(about))}"
+    makefile = (ROOT / "Makefile").read_text()
+    demo = makefile[makefile.index("\ndemo:"):makefile.index("\ntools:")]
+    assert demo.count("replay") == 2 and demo.count("-o text") == 2 and "pcaps/demo.txt" in demo
