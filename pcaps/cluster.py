@@ -314,10 +314,11 @@ def ipv6_cooked() -> list[dict]:
 
 
 def mail_starttls() -> list[dict]:
-    """IMAP, POP3, FTP and XMPP servers requiring TLS, reached with STARTTLS/STLS/AUTH TLS (and without)."""
+    """IMAP, POP3, FTP, XMPP and LDAP servers requiring TLS, reached with their upgrades (and without)."""
     items = base() + [namespace("office"), namespace("mail", annotations={"flowwarden.io/require-tls": "true"}),
                       namespace("files", annotations={"flowwarden.io/require-tls": "21"}),
-                      namespace("chat", annotations={"flowwarden.io/require-tls": "true"})]
+                      namespace("chat", annotations={"flowwarden.io/require-tls": "true"}),
+                      namespace("directory", annotations={"flowwarden.io/require-tls": "true"})]
     client = pod("office", "mailer-6b7c8d9f5-m4k2p", app="mailer", ips=["10.244.1.90"], deployment="mailer")
     imap = pod("mail", "dovecot-0", app="dovecot", ips=["10.244.1.91"], image="dovecot/dovecot:2.3",
                ports=[("imap", 143, "TCP"), ("pop3", 110, "TCP")])
@@ -325,13 +326,17 @@ def mail_starttls() -> list[dict]:
               ports=[("ftp", 21, "TCP")])
     chat = pod("chat", "prosody-0", app="prosody", ips=["10.244.1.94"], image="prosody/prosody:0.12",
                ports=[("xmpp-client", 5222, "TCP")])
-    items += [client, imap, ftp, chat]
+    directory = pod("directory", "openldap-0", app="openldap", ips=["10.244.1.95"], image="bitnami/openldap:2.5",
+                    ports=[("ldap", 389, "TCP")])
+    items += [client, imap, ftp, chat, directory]
     _svc_with_slice(items, service("mail", "dovecot", cluster_ips=["10.96.25.91"], selector={"app": "dovecot"},
                                    ports=[("imap", 143, "TCP", 143), ("pop3", 110, "TCP", 110)]), [imap])
     _svc_with_slice(items, service("files", "vsftpd", cluster_ips=["10.96.21.92"], selector={"app": "vsftpd"},
                                    ports=[("ftp", 21, "TCP", 21)]), [ftp])
     _svc_with_slice(items, service("chat", "prosody", cluster_ips=["10.96.52.94"], selector={"app": "prosody"},
                                    ports=[("xmpp-client", 5222, "TCP", 5222)]), [chat])
+    _svc_with_slice(items, service("directory", "openldap", cluster_ips=["10.96.52.95"], selector={"app": "openldap"},
+                                   ports=[("ldap", 389, "TCP", 389)]), [directory])
     return items
 
 

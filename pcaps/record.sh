@@ -31,7 +31,8 @@ install_deps() {
     for pair in ip:iproute2 ss:iproute2 tcpdump:tcpdump curl:curl redis-server:redis-server \
                 redis-cli:redis-tools dnsmasq:dnsmasq-base dig:dnsutils openssl:openssl \
                 nginx:nginx-light psql:postgresql setpriv:util-linux python3:python3 \
-                dovecot:dovecot-imapd doveadm:dovecot-pop3d vsftpd:vsftpd prosody:prosody; do
+                dovecot:dovecot-imapd doveadm:dovecot-pop3d vsftpd:vsftpd prosody:prosody \
+                slapd:slapd ldapsearch:ldap-utils; do
         cmd=${pair%%:*}; pkg=${pair#*:}
         if ! command -v "$cmd" >/dev/null 2>&1 && ! [[ -x /usr/sbin/$cmd ]]; then
             missing+=("$pkg")
@@ -401,6 +402,15 @@ scenario_mail_starttls() {
         prosody --config "$x/prosody.cfg.lua"
     local prosody=$!
     wait_until 15 listening prosody tcp 5222
+    local ldap=${POD_IP4[openldap]} l=$TMP/slapd
+    mkdir -p "$l/db"
+    printf '%s\n' 'include /etc/ldap/schema/core.schema' 'modulepath /usr/lib/ldap' 'moduleload back_mdb' \
+        "pidfile $l/slapd.pid" "TLSCertificateFile $TMP/cert.pem" "TLSCertificateKeyFile $TMP/key.pem" \
+        'database mdb' 'suffix "dc=example,dc=org"' 'rootdn "cn=admin,dc=example,dc=org"' 'rootpw secret' \
+        "directory $l/db" >"$l/slapd.conf"
+    start_bg $PREFIX-openldap slapd slapd -d 0 -h "ldap://$ldap/" -f "$l/slapd.conf"
+    local slapd=$!
+    wait_until 10 listening openldap tcp 389
     wait_until 10 listening dovecot tcp 143
     wait_until 10 listening dovecot tcp 110
     wait_until 10 listening vsftpd tcp 21
@@ -414,7 +424,11 @@ scenario_mail_starttls() {
     # XMPP: stream header, <stream:features> with <starttls/>, <starttls/>, <proceed/>, then TLS.
     inpod mailer openssl s_client -starttls xmpp -xmpphost chat.example -connect "$xmpp:5222" \
         </dev/null 2>&1 | grep -E '^(CONNECTED|New,|Protocol)' || true
+    # LDAP: the StartTLS extended request (RFC 4511 §4.14), then the search over TLS; and one without.
+    inpod mailer env LDAPTLS_REQCERT=never ldapsearch -x -ZZ -LLL -H "ldap://$ldap/" -b "" -s base namingContexts
+    inpod mailer ldapsearch -x -LLL -H "ldap://$ldap/" -b "" -s base namingContexts
     capture_stop
+    stop_pid "$slapd"
     stop_pid "$prosody"
     stop_pid "$vsftpd"
     stop_pid "$dovecot"

@@ -68,8 +68,8 @@ RECORDED = Path(__file__).resolve().parents[2] / "pcaps" / "mail-starttls" / "ca
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
-def test_recorded_dovecot_vsftpd_and_prosody_sessions_are_tls_after_their_upgrade(compiled):
-    """pcaps/mail-starttls (record.sh): curl against Dovecot and vsftpd, openssl against Prosody, in capture order."""
+def test_recorded_imap_pop3_ftp_xmpp_and_ldap_sessions_are_tls_after_their_upgrade(compiled):
+    """pcaps/mail-starttls (record.sh): curl to Dovecot and vsftpd, openssl to Prosody, ldapsearch to slapd."""
     got = []
 
     def ended(flow, cls):
@@ -89,4 +89,6 @@ def test_recorded_dovecot_vsftpd_and_prosody_sessions_are_tls_after_their_upgrad
         (21, "ftp", None, None),  # USER anonymous in the clear
         ("pasv", "unknown-plaintext", None, None),  # its data connection: only the server sends
         (5222, "tls", "xmpp-starttls", "1.3"),  # stream, features, <starttls/>, <proceed/> (openssl s_client)
+        (389, "tls", "ldap-starttls", "1.3"),  # ldapsearch -ZZ: the StartTLS extended request, then the search
+        (389, "ldap", None, None),  # ldapsearch without -Z: a bind in the clear
     ]
