@@ -314,7 +314,7 @@ def ipv6_cooked() -> list[dict]:
 
 
 def mail_starttls() -> list[dict]:
-    """IMAP, POP3, FTP, XMPP and LDAP servers requiring TLS, reached with their upgrades (and without)."""
+    """SMTP, IMAP, POP3, FTP, XMPP and LDAP servers requiring TLS, reached with their upgrades (and without)."""
     items = base() + [namespace("office"), namespace("mail", annotations={"flowwarden.io/require-tls": "true"}),
                       namespace("files", annotations={"flowwarden.io/require-tls": "21"}),
                       namespace("chat", annotations={"flowwarden.io/require-tls": "true"}),
@@ -328,7 +328,8 @@ def mail_starttls() -> list[dict]:
                ports=[("xmpp-client", 5222, "TCP")])
     directory = pod("directory", "openldap-0", app="openldap", ips=["10.244.1.95"], image="bitnami/openldap:2.5",
                     ports=[("ldap", 389, "TCP")])
-    items += [client, imap, ftp, chat, directory]
+    smtp = pod("mail", "exim-0", app="exim", ips=["10.244.1.93"], image="exim4:4.96", ports=[("smtp", 25, "TCP")])
+    items += [client, imap, ftp, chat, directory, smtp]
     _svc_with_slice(items, service("mail", "dovecot", cluster_ips=["10.96.25.91"], selector={"app": "dovecot"},
                                    ports=[("imap", 143, "TCP", 143), ("pop3", 110, "TCP", 110)]), [imap])
     _svc_with_slice(items, service("files", "vsftpd", cluster_ips=["10.96.21.92"], selector={"app": "vsftpd"},
@@ -337,6 +338,8 @@ def mail_starttls() -> list[dict]:
                                    ports=[("xmpp-client", 5222, "TCP", 5222)]), [chat])
     _svc_with_slice(items, service("directory", "openldap", cluster_ips=["10.96.52.95"], selector={"app": "openldap"},
                                    ports=[("ldap", 389, "TCP", 389)]), [directory])
+    _svc_with_slice(items, service("mail", "exim", cluster_ips=["10.96.25.93"], selector={"app": "exim"},
+                                   ports=[("smtp", 25, "TCP", 25)]), [smtp])
     return items
 
 

@@ -32,7 +32,7 @@ install_deps() {
                 redis-cli:redis-tools dnsmasq:dnsmasq-base dig:dnsutils openssl:openssl \
                 nginx:nginx-light psql:postgresql setpriv:util-linux python3:python3 \
                 dovecot:dovecot-imapd doveadm:dovecot-pop3d vsftpd:vsftpd prosody:prosody \
-                slapd:slapd ldapsearch:ldap-utils; do
+                slapd:slapd ldapsearch:ldap-utils exim4:exim4-daemon-light; do
         cmd=${pair%%:*}; pkg=${pair#*:}
         if ! command -v "$cmd" >/dev/null 2>&1 && ! [[ -x /usr/sbin/$cmd ]]; then
             missing+=("$pkg")
@@ -411,11 +411,23 @@ scenario_mail_starttls() {
     start_bg $PREFIX-openldap slapd slapd -d 0 -h "ldap://$ldap/" -f "$l/slapd.conf"
     local slapd=$!
     wait_until 10 listening openldap tcp 389
+    local smtp=${POD_IP4[exim]} e=$TMP/exim
+    mkdir -p "$e/spool"; chown -R Debian-exim "$e"
+    printf '%s\n' 'primary_hostname = mail.svc' 'daemon_smtp_ports = 25' "local_interfaces = $smtp" \
+        'tls_advertise_hosts = *' "tls_certificate = $TMP/cert.pem" "tls_privatekey = $TMP/key.pem" \
+        "spool_directory = $e/spool" "log_file_path = $e/%slog" 'acl_smtp_rcpt = accept' \
+        'begin routers' 'discard:' '  driver = redirect' '  data = :blackhole:' >"$e/exim.conf"
+    start_bg $PREFIX-exim exim exim4 -bdf -C "$e/exim.conf"
+    local exim=$!
+    wait_until 10 listening exim tcp 25
     wait_until 10 listening dovecot tcp 143
     wait_until 10 listening dovecot tcp 110
     wait_until 10 listening vsftpd tcp 21
     capture_start mail-starttls
     # curl asks for the capabilities first and upgrades after the answer, as mail clients do.
+    printf 'Subject: hello\r\n\r\nover STARTTLS\r\n' >"$TMP/mail.txt"
+    inpod mailer curl -sS -k --ssl-reqd --mail-from a@office.example --mail-rcpt b@mail.example \
+        -T "$TMP/mail.txt" "smtp://$smtp/office.example"                       # EHLO, STARTTLS
     inpod mailer curl -sS -k --ssl-reqd -u alice:wonderland "imap://$imap/"   # CAPABILITY, STARTTLS
     inpod mailer curl -sS -k --ssl-reqd -u alice:wonderland "pop3://$imap/"   # CAPA, STLS
     inpod mailer curl -sS -u alice:wonderland "imap://$imap/"                  # LOGIN in plaintext
@@ -428,6 +440,7 @@ scenario_mail_starttls() {
     inpod mailer env LDAPTLS_REQCERT=never ldapsearch -x -ZZ -LLL -H "ldap://$ldap/" -b "" -s base namingContexts
     inpod mailer ldapsearch -x -LLL -H "ldap://$ldap/" -b "" -s base namingContexts
     capture_stop
+    stop_pid "$exim"
     stop_pid "$slapd"
     stop_pid "$prosody"
     stop_pid "$vsftpd"

@@ -68,8 +68,8 @@ RECORDED = Path(__file__).resolve().parents[2] / "pcaps" / "mail-starttls" / "ca
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
-def test_recorded_imap_pop3_ftp_xmpp_and_ldap_sessions_are_tls_after_their_upgrade(compiled):
-    """pcaps/mail-starttls (record.sh): curl to Dovecot and vsftpd, openssl to Prosody, ldapsearch to slapd."""
+def test_recorded_smtp_imap_pop3_ftp_xmpp_and_ldap_sessions_are_tls_after_their_upgrade(compiled):
+    """pcaps/mail-starttls (record.sh): curl to Exim, Dovecot and vsftpd, openssl to Prosody, ldapsearch to slapd."""
     got = []
 
     def ended(flow, cls):
@@ -81,6 +81,7 @@ def test_recorded_imap_pop3_ftp_xmpp_and_ldap_sessions_are_tls_after_their_upgra
         table.ingest(batch)
     table.flush()
     assert got == [
+        (25, "tls", "starttls", "1.3"),  # EHLO, its answer, STARTTLS (curl to Exim)
         (143, "tls", "starttls", "1.3"),  # A001 CAPABILITY, A002 STARTTLS
         (110, "tls", "starttls", "1.3"),  # CAPA, STLS
         (143, "imap", None, None),  # A001 CAPABILITY, A002 AUTHENTICATE PLAIN in the clear
