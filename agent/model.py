@@ -46,11 +46,13 @@ AMBIGUOUS = "ambiguous"
 # Application protocols of a connection (decode/app.py tells them from the first bytes).
 APP_TLS = "tls"
 APP_UNKNOWN = "unknown"  # no byte seen, or not enough to tell: never judged plaintext
-TLS_VERSIONS = ("ssl2", "ssl3", "1.0", "1.1", "1.2", "1.3", "1.3-draft")  # oldest first; a draft ranks as 1.3
+TLS_VERSIONS = ("ssl2", "ssl3", "1.0", "1.1", "1.2", "1.3-draft", "1.3")  # oldest first
+# Minimum versions compare ranks: a TLS 1.3 draft (0x7fNN, 0x7e0N) meets what 1.3 meets.
+TLS_RANK = {**{v: i for i, v in enumerate(TLS_VERSIONS)}, "1.3-draft": TLS_VERSIONS.index("1.3")}
 
 
 def highest_version(versions: Iterable[str]) -> str | None:
-    """The newest of the known TLS version names, or None."""
+    """The newest of the known TLS version names (1.3 over a 1.3 draft), or None."""
     known = [v for v in versions if v in TLS_VERSIONS]
     return max(known, key=TLS_VERSIONS.index) if known else None
 

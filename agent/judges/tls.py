@@ -15,8 +15,9 @@ from typing import Callable, Mapping
 
 from agent.inventory.selectors import SelectorError, compile_selector
 from agent.model import (
-    APP_TLS, APP_UNKNOWN, CLASSIFIED, CRITICAL, TLS_VERSIONS, EXTERNAL, NAMESPACE_NAME_LABEL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION, SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION,
-    TLS_VERSION, WARNING, ClusterView, Endpoint, Finding, Flow, backend_port, highest_version,
+    APP_TLS, APP_UNKNOWN, CLASSIFIED, CRITICAL, EXTERNAL, NAMESPACE_NAME_LABEL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION,
+    SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION, TLS_RANK, TLS_VERSION, WARNING, ClusterView, Endpoint, Finding, Flow,
+    backend_port, highest_version,
 )
 
 MIN_VERSIONS = ("1.2", "1.3")  # what tls-min-version / minVersion accept
@@ -171,9 +172,9 @@ class TlsJudge:
                                      f"but the connection starts in plaintext ({flow.app})",),
                             detail={"app": flow.app})]
         version = tls.version or highest_version(tls.offered_versions) if tls is not None else None
-        if req.min_version is None or version not in TLS_VERSIONS:
+        if req.min_version is None or version not in TLS_RANK:
             return []
-        if TLS_VERSIONS.index(version) >= TLS_VERSIONS.index(req.min_version):
+        if TLS_RANK[version] >= TLS_RANK[req.min_version]:
             return []
         how = "negotiated" if tls.version else "offered at most (no server answer seen)"
         return [Finding(kind=TLS_VERSION, severity=WARNING, requirement=req.min_source,

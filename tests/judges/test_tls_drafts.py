@@ -1,7 +1,7 @@
 """A TLS 1.3 draft (reported `1.3-draft`) is judged as 1.3 against minimum versions (issue #14)."""
 from __future__ import annotations
 
-from agent.model import TLS_VERSIONS, TlsInfo
+from agent.model import TLS_RANK, TlsInfo, highest_version
 from tests.judges.test_tls_judge import MIN, REQ, View, flow, judge, pod
 
 
@@ -12,6 +12,7 @@ def test_a_1_3_draft_meets_a_1_3_or_1_2_minimum():
         assert judge(View(), dst, flow(app="tls", tls=TlsInfo(None, ("1.3-draft", "1.2")))) == []
 
 
-def test_1_3_draft_ranks_with_1_3_above_1_2():
-    assert TLS_VERSIONS.index("1.3-draft") > TLS_VERSIONS.index("1.2")
-    assert TLS_VERSIONS.index("1.3-draft") >= TLS_VERSIONS.index("1.3")
+def test_1_3_draft_ranks_with_1_3_above_1_2_but_1_3_is_the_highest_of_both():
+    assert TLS_RANK["1.3-draft"] == TLS_RANK["1.3"] > TLS_RANK["1.2"]
+    assert highest_version(["1.2", "1.3-draft", "1.3"]) == "1.3"
+    assert highest_version(["1.2", "1.3-draft"]) == "1.3-draft"
