@@ -560,6 +560,12 @@ static int fold(Table *t, PyObject *ts, long long linktype, const uint8_t *frame
     if (entry == NULL && PyErr_Occurred()) goto done;
     Py_XINCREF(entry);
     if (entry != NULL && entry_check(entry) < 0) goto done;
+    if (entry == NULL && p.proto == 6 && !(p.flags & TCP_SYN) && p.end <= p.start) {
+        /* A bare ACK, FIN or RST of no known flow starts none (FlowTable._fold: STRAY). */
+        p.reason = "tcp-stray", p.number = -1;
+        rc = count_reason(t->skipped, &p);
+        goto done;
+    }
     if (entry == NULL || (p.proto == 6 && (p.flags & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
                           SLOT(PyTuple_GET_ITEM(entry, 0), off_closed) == Py_True)) {
         if (entry != NULL) {  /* the 5-tuple is reused by a new connection */

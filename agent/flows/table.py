@@ -36,6 +36,7 @@ _SYN_ONLY = TCP_SYN
 _SYN_ACK = TCP_SYN | TCP_ACK
 _FIN_RST = TCP_FIN | TCP_RST
 SCTP_ABORT = 6  # chunk type (RFC 9260)
+STRAY = "tcp-stray"  # skip reason: a TCP segment without SYN or payload that belongs to no flow
 CLASSIFY_BYTES = 16384  # first bytes of each direction kept until the connection is classified
 
 
@@ -166,6 +167,11 @@ class FlowTable:
                 skipped[e.reason] = skipped.get(e.reason, 0) + 1
                 continue
             entry = get(key)
+            if entry is None and proto == 6 and not flags & TCP_SYN and end <= start:
+                # A bare ACK, FIN or RST of no known flow (a late segment of an ended connection,
+                # or its RST answer) tells nothing: it starts no flow (compiled: the same check).
+                skipped[STRAY] = skipped.get(STRAY, 0) + 1
+                continue
             if entry is None or (proto == 6 and flags & _SYN_ACK == _SYN_ONLY and entry[0].closed):
                 if entry is not None:  # the 5-tuple is reused by a new connection
                     self._end(entry)

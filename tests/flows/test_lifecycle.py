@@ -436,3 +436,19 @@ def test_a_retransmitted_syn_on_an_open_flow_starts_nothing(compiled):
     tr.feed(handshake(10.0, sport=40001))
     assert tr.feed((10.5, 1, tcp(C, 40001, SRV, 8080, S, seq=1000))) == []
     assert tr.flush() == [("end", 40001)]
+
+
+def test_a_stray_ack_of_an_ended_connection_and_its_rst_answer_start_no_flow(compiled):
+    tr = Trace(compiled, closed_linger=1.0)
+    tr.feed(*handshake(10.0, sport=40100), (10.01, 1, tcp(C, 40100, SRV, 8080, FA, seq=1001)),
+            (10.02, 1, tcp(SRV, 8080, C, 40100, FA, seq=5001)))
+    tr.tick(20.0)  # closed and lingered: the connection ended
+    assert [c for c in tr.calls if c[0] in ("start", "end")] == [("start", 40100), ("end", 40100)]
+    calls = tr._since(lambda: tr.feed((30.0, 1, tcp(C, 40100, SRV, 8080, A, seq=1002)),
+                                      (30.001, 1, tcp(SRV, 8080, C, 40100, R, seq=5002))))
+    tr.flush()
+    assert calls == [] and len(tr.table) == 0
+    assert tr.table.skipped == {"tcp-stray": 2}
+    # Data, or a SYN, still starts a flow of a connection whose start was not seen.
+    assert tr._since(lambda: tr.feed((31.0, 1, tcp(C, 40101, SRV, 8080, PA, seq=7, payload=GET))))[0] == (
+        "start", 40101)
