@@ -36,7 +36,7 @@ _SYN_ONLY = TCP_SYN
 _SYN_ACK = TCP_SYN | TCP_ACK
 _FIN_RST = TCP_FIN | TCP_RST
 SCTP_ABORT = 6  # chunk type (RFC 9260)
-STRAY = "tcp-stray"  # skip reason: a TCP segment without SYN or payload that belongs to no flow
+STRAY = "tcp-stray"  # skipped: a bare ACK, FIN or RST of no known flow (a late segment, its RST answer)
 CLASSIFY_BYTES = 16384  # first bytes of each direction kept until the connection is classified
 
 
@@ -76,14 +76,11 @@ def _finish(flow: Flow, result: Classification | None) -> None:
         flow.app = APP_UNKNOWN
 
 
-def _port_rank(port: int) -> int:
-    """How server-like a port is: well-known < registered < ephemeral (RFC 6335 ranges)."""
-    return 0 if port < 1024 else 1 if port < 32768 else 2
-
-
 def _sender_is_server(sport: int, dport: int) -> bool:
-    """For a flow whose start was not seen: is this packet's sender the server?"""
-    return (_port_rank(sport), sport) < (_port_rank(dport), dport)
+    """For a flow whose start was not seen: is this packet's sender the server? The more server-like
+    port is: well-known < registered < ephemeral (RFC 6335 ranges), then the lower."""
+    rank = lambda port: 0 if port < 1024 else 1 if port < 32768 else 2  # noqa: E731
+    return (rank(sport), sport) < (rank(dport), dport)
 
 
 if HOTPATH is not None:
@@ -167,9 +164,7 @@ class FlowTable:
                 skipped[e.reason] = skipped.get(e.reason, 0) + 1
                 continue
             entry = get(key)
-            if entry is None and proto == 6 and not flags & TCP_SYN and end <= start:
-                # A bare ACK, FIN or RST of no known flow (a late segment of an ended connection,
-                # or its RST answer) tells nothing: it starts no flow (compiled: the same check).
+            if entry is None and proto == 6 and not flags & TCP_SYN and end <= start:  # tells nothing
                 skipped[STRAY] = skipped.get(STRAY, 0) + 1
                 continue
             if entry is None or (proto == 6 and flags & _SYN_ACK == _SYN_ONLY and entry[0].closed):
