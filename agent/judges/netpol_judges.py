@@ -61,6 +61,7 @@ class WhatIfJudge:
     def __init__(self, view: ClusterView, candidates: Sequence[NetworkPolicy], *, before: NetpolEngine | None = None):
         self.view = view
         self.before = before if before is not None else NetpolEngine(view)
+        self._owns_before = before is None  # a shared engine is kept current by its own judge
         self.after = NetpolEngine(view, extra_policies=candidates)
 
     def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
@@ -74,7 +75,8 @@ class WhatIfJudge:
 
     def on_change(self, kind: str, old, new) -> None:
         self.after.on_change(kind, old, new)
-        self.before.on_change(kind, old, new)
+        if self._owns_before:
+            self.before.on_change(kind, old, new)
 
 
 def policy_change(before: Decision, after: Decision) -> Finding | None:
