@@ -229,14 +229,18 @@ static int decode(long long linktype, const uint8_t *f, Py_ssize_t n, Packet *p)
 }
 
 /* The flow key: source, destination, ports, then the protocol byte for all but TCP. */
-static PyObject *packet_key(const Packet *p) {
-    uint8_t key[37];
+static size_t raw_key(const Packet *p, uint8_t *key) {
     unsigned a = p->alen, len = 2 * a + 4;
     memcpy(key, p->src, a);
     memcpy(key + a, p->dst, a);
     memcpy(key + 2 * a, p->ports, 4);
     if (p->proto != 6) key[len++] = (uint8_t)p->proto;
-    return PyBytes_FromStringAndSize((const char *)key, len);
+    return len;
+}
+
+static PyObject *packet_key(const Packet *p) {
+    uint8_t key[37];
+    return PyBytes_FromStringAndSize((const char *)key, raw_key(p, key));
 }
 
 static PyObject *packet_reason(const Packet *p) {
@@ -350,10 +354,13 @@ static PyObject *flow_types(PyObject *self, PyObject *args) {
 
 /* ------------------------------------------------------------- the fold */
 
+#include "_compact.h"
+
 typedef struct {
     PyObject *table;  /* borrowed */
     PyObject *flows, *dropped, *skipped, *ip_cache;  /* the table's dicts */
-    PyObject *started, *answered, *payload, *server, *end, *ip;  /* its FoldHooks */
+    PyObject *started, *answered, *payload, *server, *end, *ip, *evict;  /* its FoldHooks */
+    Compact *compact;  /* its compact table (agent/_compact.h), or NULL */
 } Table;
 
 static void table_release(Table *t) {
@@ -367,6 +374,8 @@ static void table_release(Table *t) {
     Py_CLEAR(t->server);
     Py_CLEAR(t->end);
     Py_CLEAR(t->ip);
+    Py_CLEAR(t->evict);
+    Py_CLEAR(t->compact);
 }
 
 static int table_bind(Table *t, PyObject *table) {
@@ -387,7 +396,8 @@ static int table_bind(Table *t, PyObject *table) {
         !(t->payload = PyObject_GetAttrString(hooks, "payload")) ||
         !(t->server = PyObject_GetAttrString(hooks, "server_start")) ||
         !(t->end = PyObject_GetAttrString(hooks, "end")) ||
-        !(t->ip = PyObject_GetAttrString(hooks, "ip_text"))) {
+        !(t->ip = PyObject_GetAttrString(hooks, "ip_text")) ||
+        !(t->evict = PyObject_GetAttrString(hooks, "evict"))) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "a FlowTable's flows, dropped, skipped and _ip_cache are dicts");
         Py_XDECREF(hooks);
@@ -395,6 +405,13 @@ static int table_bind(Table *t, PyObject *table) {
         return -1;
     }
     Py_DECREF(hooks);
+    PyObject *compact = PyObject_GetAttrString(table, "compact");
+    if (compact == NULL) {
+        table_release(t);
+        return -1;
+    }
+    if (Py_IS_TYPE(compact, &CompactType)) t->compact = (Compact *)compact;
+    else Py_DECREF(compact);
     return 0;
 }
 
@@ -548,17 +565,190 @@ done:
     return result;
 }
 
+/* A compact flow moves to the Python table with everything counted so far, as if it had been there from
+ * its first packet; returns the entry of the `forward` (initiator's) or reverse key (new reference). */
+static PyObject *promote(Table *t, Compact *c, CFlow *f, int forward) {
+    CFlow cf = *f;
+    c->started--;  /* FlowTable._started counts it */
+    flow_free(c, f);
+    unsigned a = cf.alen;
+    uint8_t rk[37];
+    size_t rlen = cf.klen;
+    memcpy(rk, cf.key + a, a), memcpy(rk + a, cf.key, a);
+    memcpy(rk + 2 * a, cf.key + 2 * a + 2, 2), memcpy(rk + 2 * a + 2, cf.key + 2 * a, 2);
+    if (rlen > 2 * a + 4) rk[2 * a + 4] = cf.key[2 * a + 4];
+    PyObject *key = PyBytes_FromStringAndSize((const char *)cf.key, cf.klen);
+    PyObject *rkey = PyBytes_FromStringAndSize((const char *)rk, rlen);
+    PyObject *src = ip_text(t, cf.key, a), *dst = ip_text(t, cf.key + a, a), *name = proto_name(cf.proto);
+    PyObject *flow = NULL, *track = NULL, *fwd = NULL, *rev = NULL, *result = NULL;
+    if (key == NULL || rkey == NULL || src == NULL || dst == NULL || name == NULL ||
+        (flow = clone_template()) == NULL)
+        goto done;
+    slot_set(flow, off_protocol, Py_NewRef(name));
+    slot_set(flow, off_src_ip, Py_NewRef(src));
+    slot_set(flow, off_dst_ip, Py_NewRef(dst));
+    slot_set(flow, off_src_port, PyLong_FromUnsignedLong(u16(cf.key + 2 * a)));
+    slot_set(flow, off_dst_port, PyLong_FromUnsignedLong(u16(cf.key + 2 * a + 2)));
+    slot_set(flow, off_first_seen, PyFloat_FromDouble(cf.first_seen));
+    slot_set(flow, off_last_seen, PyFloat_FromDouble(cf.last_seen));
+    slot_set(flow, off_packets_src, PyLong_FromUnsignedLongLong(cf.packets_src));
+    slot_set(flow, off_bytes_src, PyLong_FromUnsignedLongLong(cf.bytes_src));
+    slot_set(flow, off_packets_dst, PyLong_FromUnsignedLongLong(cf.packets_dst));
+    slot_set(flow, off_bytes_dst, PyLong_FromUnsignedLongLong(cf.bytes_dst));
+    slot_set(flow, off_established, Py_NewRef(cf.flags & CF_ESTABLISHED ? Py_True : Py_False));
+    slot_set(flow, off_closed, Py_NewRef(cf.flags & CF_CLOSED ? Py_True : Py_False));
+    for (Py_ssize_t i = 0; i < n_flow_slots; i++)
+        if (SLOT(flow, flow_slots[i]) == NULL) goto done;
+    if (cf.proto == 6) {  /* a compact TCP flow began with a SYN: the client's ISN is known */
+        PyObject *isn = PyLong_FromUnsignedLong(cf.client_isn);
+        track = isn ? PyObject_CallFunctionObjArgs((PyObject *)track_type, isn, Py_None, NULL) : NULL;
+        Py_XDECREF(isn);
+        if (track == NULL) goto done;
+        slot_set(track, off_fins, PyLong_FromLong((cf.flags & CF_FIN_FWD ? 1 : 0) | (cf.flags & CF_FIN_REV ? 2 : 0)));
+        if (SLOT(track, off_fins) == NULL) goto done;
+    } else {
+        track = Py_NewRef(Py_None);
+    }
+    if ((fwd = PyTuple_Pack(4, flow, Py_True, track, rkey)) == NULL ||
+        (rev = PyTuple_Pack(4, flow, Py_False, track, key)) == NULL)
+        goto done;
+    if (PyDict_SetItem(t->flows, rkey, rev) < 0 || PyDict_SetItem(t->flows, key, fwd) < 0 ||
+        call_void(t->started, PyTuple_Pack(1, fwd)) < 0)
+        goto done;
+    result = Py_NewRef(forward ? fwd : rev);
+done:
+    Py_XDECREF(key), Py_XDECREF(rkey), Py_XDECREF(src), Py_XDECREF(dst), Py_XDECREF(name);
+    Py_XDECREF(flow), Py_XDECREF(track), Py_XDECREF(fwd), Py_XDECREF(rev);
+    return result;
+}
+
+/* A compact flow ends: unanswered, it is judged so (its outcome, or in Python); then its end is counted. */
+static int compact_end(Table *t, Compact *c, CFlow *f) {
+    if (!(f->flags & CF_ANSWERED)) {
+        MemoKey k = flow_memo_key(f, ST_UNANSWERED);
+        int32_t o = memo_get(c, &k);
+        if (o < 0) {
+            PyObject *entry = promote(t, c, f, 1);
+            int rc = entry ? call_void(t->end, PyTuple_Pack(1, entry)) : -1;
+            Py_XDECREF(entry);
+            return rc;
+        }
+        apply_answer(c, f, o);
+    }
+    c->aggs[f->outcome].ends++;
+    flow_free(c, f);
+    return 0;
+}
+
+/* Table pressure (FlowTable._evict): end the `batch` oldest compact flows. */
+static Py_ssize_t compact_evict(Table *t, Compact *c, Py_ssize_t batch, double now) {
+    Py_ssize_t ended = 0;
+    while (ended < batch && c->age_len) {
+        CFlow *f = due_flow(c, ring_pop(c->ages, &c->age_head, &c->age_len, c->age_cap));
+        if (f == NULL) continue;
+        if (compact_end(t, c, f) < 0) return -1;
+        ended++;
+    }
+    if (ended) c->evicted += ended, c->last_shed = now;
+    return ended;
+}
+
+/* A packet of a compact flow: 1 when folded here, 0 when the flow was promoted (*entry set), -1 on error. */
+static int compact_packet(Table *t, Compact *c, CFlow *f, int forward, const Packet *p, double ts,
+                          PyObject **entry) {
+    int refusal = p->proto == 6 && (p->flags & TCP_RST), payload = p->end > p->start;
+    int answering = !forward && !(f->flags & CF_ANSWERED);
+    int32_t o = -1;
+    if (p->proto == 6 && payload && !(f->flags & CF_ANSWERED)) {  /* first bytes: classified in Python */
+        o = -1;
+    } else if (answering && (p->proto != 6 || refusal)) {  /* an established TCP flow is classified in Python */
+        MemoKey k = flow_memo_key(f, refusal ? ST_REFUSED : ST_ESTABLISHED);
+        o = memo_get(c, &k);
+    } else if (!answering) {
+        o = 0;  /* not at a point of its life: only counted */
+    }
+    if (o < 0) {
+        *entry = promote(t, c, f, forward);
+        return *entry ? 0 : -1;
+    }
+    f->last_seen = ts;
+    if (forward) {
+        f->packets_src++, f->bytes_src += (uint64_t)p->total;
+    } else {
+        f->packets_dst++, f->bytes_dst += (uint64_t)p->total;
+        if (!refusal) f->flags |= CF_ESTABLISHED;
+    }
+    if (p->proto == 6 && (p->flags & (TCP_FIN | TCP_RST))) {
+        if (p->flags & TCP_RST) f->flags |= CF_CLOSED;
+        else f->flags |= forward ? CF_FIN_FWD : CF_FIN_REV;
+        if ((f->flags & (CF_FIN_FWD | CF_FIN_REV)) == (CF_FIN_FWD | CF_FIN_REV)) f->flags |= CF_CLOSED;
+    }
+    if (answering) apply_answer(c, f, o);
+    return 1;
+}
+
+/* A new flow starts compact when its first packet is a bare SYN or UDP and both ends have an identity: 1 if so.
+ * Whether its answer's outcome is known is asked at the answer (unknown: promoted then). */
+static int compact_start(Table *t, Compact *c, const Packet *p, const uint8_t *key, size_t klen, double ts) {
+    if (!c->configured) return 0;
+    if (p->proto == 6 ? (p->flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN || p->end > p->start
+                      : p->proto != 17)
+        return 0;
+    uint32_t s = ident_of(c, p->src, p->alen, ts), d = ident_of(c, p->dst, p->alen, ts);
+    if (s == 0xFFFFFFFFu || d == 0xFFFFFFFFu) return 0;
+    unsigned dport = u16(p->ports + 2);
+    CFlow *f = flow_new(c, p, key, klen, ts, s, d, c->port_named[dport] ? dport : PORT_OTHER);
+    if (f == NULL) return PyErr_Occurred() ? -1 : 0;
+    f->packets_src = 1, f->bytes_src = (uint64_t)p->total;
+    if ((Py_ssize_t)c->n_flows + PyDict_GET_SIZE(t->flows) / 2 > c->max_flows) {
+        PyObject *now = PyFloat_FromDouble(ts);
+        if (now == NULL || call_void(t->evict, PyTuple_Pack(1, now)) < 0) {
+            Py_XDECREF(now);
+            return -1;
+        }
+        Py_DECREF(now);
+    }
+    return 1;
+}
+
 /* One frame into its flow; mirrors FlowTable._fold. `ts` is borrowed. */
 static int fold(Table *t, PyObject *ts, long long linktype, const uint8_t *frame, Py_ssize_t n) {
     Packet p;
     int outcome = decode(linktype, frame, n, &p);
     if (outcome != DECODED) return count_reason(outcome == DROP ? t->dropped : t->skipped, &p);
     int rc = -1;
-    PyObject *entry = NULL, *key = packet_key(&p);
-    if (key == NULL) return -1;
-    entry = PyDict_GetItemWithError(t->flows, key);
-    if (entry == NULL && PyErr_Occurred()) goto done;
-    Py_XINCREF(entry);
+    uint8_t raw[37];
+    size_t klen = raw_key(&p, raw);
+    PyObject *entry = NULL, *key = NULL;
+    Compact *c = t->compact;
+    double when = 0.0;
+    if (c != NULL) {
+        when = PyFloat_AsDouble(ts);
+        if (when == -1.0 && PyErr_Occurred()) return -1;
+        int forward;
+        CFlow *f = flow_find(c, raw, klen, &forward, NULL);
+        if (f != NULL && p.proto == 6 && (p.flags & (TCP_SYN | TCP_ACK)) == TCP_SYN && (f->flags & CF_CLOSED)) {
+            if (compact_end(t, c, f) < 0) return -1;  /* the 5-tuple is reused by a new connection */
+            f = NULL;
+        }
+        if (f != NULL) {
+            int r = compact_packet(t, c, f, forward, &p, when, &entry);
+            if (r != 0) return r < 0 ? -1 : 0;
+        }
+    }
+    if ((key = PyBytes_FromStringAndSize((const char *)raw, klen)) == NULL) goto done;
+    if (entry == NULL) {
+        entry = PyDict_GetItemWithError(t->flows, key);
+        if (entry == NULL && PyErr_Occurred()) goto done;
+        Py_XINCREF(entry);
+        if (entry == NULL && c != NULL) {
+            int r = compact_start(t, c, &p, raw, klen, when);
+            if (r != 0) {
+                rc = r < 0 ? -1 : 0;
+                goto done;
+            }
+        }
+    }
     if (entry != NULL && entry_check(entry) < 0) goto done;
     if (entry == NULL && p.proto == 6 && !(p.flags & TCP_SYN) && p.end <= p.start) {
         /* A bare ACK, FIN or RST of no known flow starts none (FlowTable._fold: STRAY). */
@@ -778,6 +968,101 @@ static PyObject *py_records(PyObject *self, PyObject *args) {
     return frames;
 }
 
+/* compact_expire(table, now), compact_sweep(table, now), compact_flush(table): the compact flows' deadlines,
+ * idle ends and the end of a run; each may promote a flow and call the table's hooks. */
+enum { C_EXPIRE, C_SWEEP, C_FLUSH };
+
+static PyObject *compact_walk(PyObject *args, int what) {
+    PyObject *table;
+    double now = 0.0;
+    if (what == C_FLUSH ? !PyArg_ParseTuple(args, "O", &table) : !PyArg_ParseTuple(args, "Od", &table, &now))
+        return NULL;
+    Table t;
+    if (table_bind(&t, table) < 0) return NULL;
+    Compact *c = t.compact;
+    int rc = 0;
+    if (c != NULL && what == C_EXPIRE) {
+        while (rc == 0 && c->due_len && c->dues[c->due_head].when <= now) {
+            CFlow *f = due_flow(c, ring_pop(c->dues, &c->due_head, &c->due_len, c->due_cap));
+            if (f == NULL || (f->flags & CF_ANSWERED)) continue;
+            MemoKey k = flow_memo_key(f, ST_UNANSWERED);
+            int32_t o = memo_get(c, &k);
+            if (o >= 0) {
+                apply_answer(c, f, o);
+                continue;
+            }
+            PyObject *entry = promote(&t, c, f, 1);  /* unanswered, judged in Python */
+            rc = entry ? call_void(t.answered, PyTuple_Pack(1, entry)) : -1;
+            Py_XDECREF(entry);
+        }
+    } else if (c != NULL) {
+        for (uint32_t i = 0; rc == 0 && i < c->flow_cap; i++) {
+            CFlow *f = &c->flows[i];
+            if (f->serial == 0) continue;
+            double idle = f->flags & CF_CLOSED ? c->closed_linger : f->proto == 6 ? c->tcp_timeout : c->udp_timeout;
+            if (what == C_FLUSH || now - f->last_seen >= idle) rc = compact_end(&t, c, f);
+        }
+        if (rc == 0) rc = compact_tidy(c);
+    }
+    table_release(&t);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_compact_expire(PyObject *self, PyObject *args) { return compact_walk(args, C_EXPIRE); }
+
+static PyObject *py_compact_evict(PyObject *self, PyObject *args) {
+    PyObject *table;
+    Py_ssize_t batch;
+    double now;
+    if (!PyArg_ParseTuple(args, "Ond", &table, &batch, &now)) return NULL;
+    Table t;
+    if (table_bind(&t, table) < 0) return NULL;
+    Py_ssize_t ended = t.compact != NULL ? compact_evict(&t, t.compact, batch, now) : 0;
+    table_release(&t);
+    return ended < 0 ? NULL : PyLong_FromSsize_t(ended);
+}
+static PyObject *py_compact_sweep(PyObject *self, PyObject *args) { return compact_walk(args, C_SWEEP); }
+static PyObject *py_compact_flush(PyObject *self, PyObject *args) { return compact_walk(args, C_FLUSH); }
+
+static PyMethodDef compact_methods[] = {
+    {"configure", (PyCFunction)compact_configure, METH_VARARGS,
+     "configure(addresses, v4, v6, ports): identities of addresses, CIDR intervals, ports policies name."},
+    {"settings", (PyCFunction)compact_settings, METH_VARARGS,
+     "settings(answer_timeout, tcp_timeout, udp_timeout, closed_linger, max_flows)."},
+    {"remember", (PyCFunction)compact_remember, METH_VARARGS,
+     "remember(src, dst, port, proto, state, first_seen, outcome, spread) -> bool: a judged answer's outcome."},
+    {"oldest", (PyCFunction)compact_oldest, METH_O, "oldest(n) -> the first_seen of the n oldest compact flows."},
+    {"forget", (PyCFunction)compact_forget, METH_NOARGS, "forget(): every outcome (the cluster changed)."},
+    {"drain", (PyCFunction)compact_drain, METH_NOARGS,
+     "drain() -> [(outcome, count, first, last, packets, bytes, established, ends, ports, sources)]."},
+    {"forget_outcome", (PyCFunction)compact_forget_outcome, METH_O,
+     "forget_outcome(outcome): no new flow gets it (its event group ended)."},
+    {"collect_sources", (PyCFunction)compact_collect_sources, METH_VARARGS,
+     "collect_sources(outcome, bool): whether an attempt outcome still reports its sources."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef compact_getset[] = {
+    {"counts", (getter)compact_counts, NULL, "(started, evicted, last_shed)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods compact_sequence = {.sq_length = (lenfunc)compact_len};
+
+static PyTypeObject CompactType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "agent._hotpath.Compact",
+    .tp_basicsize = sizeof(Compact),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The compact flow table (agent/_compact.h).",
+    .tp_new = compact_new,
+    .tp_dealloc = (destructor)compact_dealloc,
+    .tp_methods = compact_methods,
+    .tp_getset = compact_getset,
+    .tp_as_sequence = &compact_sequence,
+};
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "setup(DecodeError, Skip): what decode raises."},
     {"flow_types", flow_types, METH_VARARGS,
@@ -790,9 +1075,19 @@ static PyMethodDef methods[] = {
      "ingest_pcap(table, buf, start, end, linktype, big_endian, nanos) -> last timestamp."},
     {"records", py_records, METH_VARARGS,
      "records(buf, start, end, linktype, big_endian, nanos) -> [(ts, linktype, frame)]."},
+    {"compact_expire", py_compact_expire, METH_VARARGS, "compact_expire(table, now): answer deadlines passed."},
+    {"compact_evict", py_compact_evict, METH_VARARGS,
+     "compact_evict(table, batch, now) -> ended: the `batch` oldest compact flows."},
+    {"compact_sweep", py_compact_sweep, METH_VARARGS, "compact_sweep(table, now): end idle compact flows."},
+    {"compact_flush", py_compact_flush, METH_VARARGS, "compact_flush(table): end every compact flow."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "agent._hotpath", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__hotpath(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__hotpath(void) {
+    if (PyType_Ready(&CompactType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddObjectRef(m, "Compact", (PyObject *)&CompactType) < 0) Py_CLEAR(m);
+    return m;
+}

@@ -303,13 +303,27 @@ def verdict_of(findings: Sequence[Finding], *, synced: bool) -> str:
 
 
 @dataclass(slots=True)
+class Spread:
+    """What the attempts of an aggregate spread over (see `Judged.count`)."""
+    ports: bytes | None  # a bit per destination port (little-endian bit order), None: no attempt
+    sources: list[str]  # source addresses, repeats included; "" for one that was not kept
+    full: bool = False  # set by a sink that can count no more sources of this group
+
+
+@dataclass(slots=True)
 class Judged:
-    """What one stage of a flow's life decided: what sinks receive (`Sink.emit`)."""
+    """What one stage of a flow's life decided: what sinks receive (`Sink.emit`).
+
+    `count` > 1: the compact flow table's aggregate of that many flows with the same outcome
+    (agent/outcomes.py); `flow` then holds their sums (packets and bytes as `*_src`), the
+    earliest first_seen, the latest last_seen, and `spread` what their attempts spread over."""
     stage: str  # START, ANSWER, CLASSIFIED, ACTIVE or END
     flow: Flow
     src: Endpoint
     dst: Endpoint
     findings: Sequence[Finding] = ()
+    count: int = 1
+    spread: Spread | None = None
 
 
 class Judge(Protocol):

@@ -24,6 +24,7 @@ from agent.config import Config
 from agent.decode.hotpath import PcapRecords
 from agent.flows.table import FlowTable
 from agent.judges import build_judges
+from agent.outcomes import Outcomes
 from agent.sinks.metrics import PipelineStats
 from agent.model import (
     ACTIVE, ANSWER, CLASSIFIED, END, POLICY_CHANGE, START, UNKNOWN, ClusterView, Endpoint, Finding, Flow,
@@ -72,8 +73,10 @@ class Pipeline:
                            for stage in (START, ANSWER, CLASSIFIED, ACTIVE, END)}
         self.table = FlowTable(on_end=self.end, on_answer=self.answer, on_classified=self.classified,
                                on_active=self.active, settings=config.flows)
-        self.judges = build_judges(config, view, candidates=candidates) if judges is None else judges
         self.what_if = bool(candidates)
+        self.outcomes: Outcomes | None = None  # the compact flow table's outcomes, when it can be used
+        self._compact = True
+        self.judges = build_judges(config, view, candidates=candidates) if judges is None else judges
         self.dropped: dict[tuple[str, str], int] = {}
         self.judge_errors: dict[str, int] = {}
         self.totals = Totals()
@@ -91,26 +94,51 @@ class Pipeline:
         self._by_stage = {stage: [j for j in self._judges if getattr(j, "stage", CLASSIFIED) == stage]
                           for stage in (START, ANSWER, CLASSIFIED)}
         self.table.on_start = self.start if self._by_stage[START] else None
+        self.compact(self._compact)
+
+    def compact(self, on: bool) -> None:
+        """Whether flows whose outcome is known may live in the compact table (agent/outcomes.py);
+        off when any judge or sink could not take it, or START judges exist (they speak before it)."""
+        self._compact = on
+        usable = on and not self._by_stage[START] and Outcomes.usable(self)
+        if usable and self.outcomes is None:
+            self.outcomes = Outcomes(self)
+            self.table.compact = self.outcomes.compact
+        elif self.outcomes is not None:
+            self.outcomes.enabled = usable
+            self.outcomes.cluster_changed()
+
+    def cluster_changed(self) -> None:
+        """An inventory change (any thread): known outcomes are forgotten before the next batch."""
+        if self.outcomes is not None:
+            self.outcomes.cluster_changed()
 
     def stats(self) -> PipelineStats:
         """What metrics read at scrape time (from the HTTP thread: copy dicts first, one C call each)."""
         t = self.table
         return PipelineStats(
             packets=lambda: t.packets, skipped=lambda: dict(t.skipped), flows_active=lambda: len(t),
-            evicted=lambda: t.evicted, judge_errors=lambda: dict(self.judge_errors),
+            evicted=lambda: t.evicted + self._compact_counts()[1], judge_errors=lambda: dict(self.judge_errors),
             cap_hits=self._cap_hits, shedding=lambda: t.now - self._last_shed() < SHEDDING_HOLD,
             dropped=lambda: {**{("decode", r): n for r, n in dict(t.dropped).items()}, **dict(self.dropped)})
 
     def _cap_hits(self) -> dict[str, int]:
         """How often each cap bit: the flow table's and the sinks' (`cap_hits` where they have caps)."""
         hits = dict(self.table.cap_hits)
+        if evicted := self._compact_counts()[1]:
+            hits["flows"] = hits.get("flows", 0) + evicted
         for sink in self.sinks:
             for cap, n in dict(getattr(sink, "cap_hits", {})).items():
                 hits[cap] = hits.get(cap, 0) + n
         return hits
 
     def _last_shed(self) -> float:
-        return max([self.table.last_shed, *(getattr(s, "last_shed", float("-inf")) for s in self.sinks)])
+        return max([self.table.last_shed, self._compact_counts()[2],
+                    *(getattr(s, "last_shed", float("-inf")) for s in self.sinks)])
+
+    def _compact_counts(self) -> tuple[int, int, float]:
+        """The compact table's (flows started, evicted, last shed)."""
+        return self.table.compact.counts if self.table.compact is not None else (0, 0, float("-inf"))
 
     def count_drop(self, stage: str, reason: str, n: int = 1) -> None:
         self.dropped[(stage, reason)] = self.dropped.get((stage, reason), 0) + n
@@ -119,13 +147,21 @@ class Pipeline:
     def feed(self, frames: list | PcapRecords) -> None:
         """Fold a batch of frames; sinks are flushed once a second of capture time, or at once when one
         holds something urgent (an event group's first line)."""
+        if self.outcomes is not None:
+            self.outcomes.before_batch()
         self.table.ingest(frames)
+        if self.outcomes is not None:
+            self.outcomes.drain()
         if self.table.now >= self._next_flush or any(getattr(s, "urgent", False) for s in self.sinks):
             self.flush(self.table.now)
 
     def tick(self, now: float) -> None:
         """The live agent's clock (every second, packets or not): deadlines, sweeps, sink flushes."""
+        if self.outcomes is not None:
+            self.outcomes.before_batch()
         self.table.tick(now)
+        if self.outcomes is not None:
+            self.outcomes.drain()
         self.flush(now)
 
     def flush(self, now: float) -> None:
@@ -135,10 +171,14 @@ class Pipeline:
                 sink.flush(now)
             except Exception:
                 self.failed("sink", _name(sink))
+        if self.outcomes is not None:
+            self.outcomes.after_flush()
 
     def finish(self) -> None:
         """End every flow and close every sink (end of replay, SIGTERM)."""
         self.table.flush()
+        if self.outcomes is not None:
+            self.outcomes.drain()
         for sink in self.sinks:
             try:
                 sink.close()
@@ -161,7 +201,9 @@ class Pipeline:
             return
         findings = self._judge(ANSWER, flow, ends)
         flow.verdict = verdict_of(findings, synced=self.view.synced)
-        self._emit(ANSWER, flow, ends, findings)
+        judged = self._emit(ANSWER, flow, ends, findings)
+        if self.outcomes is not None and self.outcomes.enabled:
+            self.outcomes.remember(judged or Judged(ANSWER, flow, ends[0], ends[1], findings))
 
     def classified(self, flow: Flow, _classification=None) -> None:
         """The first bytes are decided: the flow table has set `flow.app` and `flow.tls`."""
@@ -218,16 +260,32 @@ class Pipeline:
             flow.findings += tuple(f.kind for f in findings if is_violation(f))
         return findings
 
-    def _emit(self, stage: str, flow: Flow, ends: tuple[Endpoint, Endpoint], findings: Sequence[Finding]) -> None:
+    def _emit(self, stage: str, flow: Flow, ends: tuple[Endpoint, Endpoint],
+              findings: Sequence[Finding]) -> Judged | None:
         sinks = self.sinks if findings else self._listening[stage]
         if not sinks:
-            return
+            return None
         judged = Judged(stage, flow, ends[0], ends[1], findings)
+        self._tell(sinks, judged)
+        return judged
+
+    def _tell(self, sinks: Sequence[Sink], judged: Judged) -> None:
         for sink in sinks:
             try:
                 sink.emit(judged)
             except Exception:
                 self.failed("sink", _name(sink))
+
+    def repeat(self, judged: Judged, *, verdict: str | None = None) -> None:
+        """An aggregate of the compact flow table (agent/outcomes.py): `judged.count` flows reached the
+        answer with these findings (ANSWER), or ended with `verdict` (END)."""
+        t = self.totals
+        if judged.stage == END:
+            t.flows += judged.count
+            t.verdicts[verdict] = t.verdicts.get(verdict, 0) + judged.count
+        for f in judged.findings:
+            t.findings[f.kind] = t.findings.get(f.kind, 0) + judged.count
+        self._tell(self.sinks if judged.findings else self._listening[judged.stage], judged)
 
     def failed(self, stage: str, name: str) -> None:
         """Log the first failure of each step with its traceback; count every one."""

@@ -82,6 +82,7 @@ class TimedJudge:
 
     def __init__(self, judge: Any, observe: Callable[[float], None]):
         self.inner, self.name, self.stage = judge, judge.name, getattr(judge, "stage", CLASSIFIED)
+        self.compact_safe = getattr(judge, "compact_safe", False)
         self._observe = observe
 
     def judge(self, flow, src, dst):
@@ -179,6 +180,7 @@ class Agent:
                                wait=self.config.capture.conntrack_wait, max_entries=self.config.flows.max_flows,
                                clock=time.time)
         table.on_end, table.on_answer = merge.on_end, merge.on_answer
+        self.pipeline.compact(False)  # a compact flow would never meet its conntrack entry
         return reader, merge
 
     def _apply_grace(self, config: Config) -> None:
@@ -237,6 +239,7 @@ class Agent:
     def _on_change(self, kind: str, old, new) -> None:
         for judge in self.pipeline.judges:  # the current judges, also after a reload
             judge.on_change(kind, old, new)
+        self.pipeline.cluster_changed()
         if kind == "Namespace" and new is None:  # its metric series go with it
             self.metrics.forget_namespace(old.name)
 

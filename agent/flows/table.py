@@ -65,6 +65,7 @@ class FoldHooks(NamedTuple):
     server_start: Callable  # (track, isn) at the SYN-ACK
     end: Callable  # (entry) when a new SYN reuses a closed flow's 5-tuple
     ip_text: Callable  # (raw address) -> text, for addresses not in the table's cache
+    evict: Callable  # (now) when a new compact flow makes the flows more than max_flows
 
 
 def _finish(flow: Flow, result: Classification | None) -> None:
@@ -100,7 +101,7 @@ class FlowTable:
         self.settings = settings or FlowConfig()  # read at each use: a reload may replace it
         self.flows: dict[bytes, tuple] = {}  # key -> (flow, forward, track, other key)
         self.hooks = FoldHooks(self._started, self._answered, self._payload, self._server_start, self._end,
-                               self._ip)
+                               self._ip, self._evict)
         self.packets = 0
         self.dropped: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
@@ -115,15 +116,20 @@ class FlowTable:
         self._next_sweep = 0.0
         self._since_sweep = 0
         self._ip_cache: dict[bytes, str] = {}
+        self.compact = None  # agent/_compact.h's table, when the pipeline's outcomes use it (compiled only)
+        self._evicting = False
 
     def __len__(self) -> int:
-        return len(self.flows) // 2
+        return len(self.flows) // 2 + (len(self.compact) if self.compact is not None else 0)
 
     # --- the per-packet path -----------------------------------------------------
     def ingest(self, frames: list | PcapRecords) -> None:
         """Fold a batch into the flows: a list of `(timestamp, linktype, frame)`, or pcap records."""
         if not frames:
             return
+        if self.compact is not None:
+            s = self.settings
+            self.compact.settings(s.answer_timeout, s.tcp_timeout, s.udp_timeout, s.closed_linger, s.max_flows)
         if type(frames) is PcapRecords:  # only the compiled reader makes them
             last_ts = HOTPATH.ingest_pcap(self, frames.buf, frames.start, frames.end, frames.linktype,
                                           frames.big_endian, frames.nanos)
@@ -235,7 +241,7 @@ class FlowTable:
         self._deadlines.append((flow.first_seen + self.settings.answer_timeout, entry[3], flow.first_seen, True))
         if self.on_start is not None:
             self.on_start(flow)
-        if len(self.flows) > 2 * self.settings.max_flows:
+        if len(self) > self.settings.max_flows:
             self._evict(flow.first_seen)
 
     def _answered(self, entry: tuple) -> None:
@@ -247,10 +253,25 @@ class FlowTable:
 
         In batches because reaching the oldest entry walks the slots deleted before it:
         one at a time, that walk made every eviction O(table)."""
-        batch = max(1, self.settings.max_flows // 100)
-        oldest = [e for e in islice(self.flows.values(), 2 * batch) if e[1]]
-        for entry in oldest:
-            self._end(entry)
+        if self._evicting:  # ending a compact flow may move it here first: not a new pressure
+            return
+        self._evicting = True
+        try:
+            batch = max(1, self.settings.max_flows // 100)
+            oldest = [e for e in islice(self.flows.values(), 2 * batch) if e[1]]
+            if self.compact is not None and len(self.compact):  # the oldest of both (it counts its own)
+                older, i, j = self.compact.oldest(batch), 0, 0
+                while i + j < batch and (i < len(oldest) or j < len(older)):
+                    if j < len(older) and (i == len(oldest) or older[j] < oldest[i][0].first_seen):
+                        j += 1
+                    else:
+                        i += 1
+                del oldest[i:]
+                HOTPATH.compact_evict(self, j, now)
+            for entry in oldest:
+                self._end(entry)
+        finally:
+            self._evicting = False
         self.evicted += len(oldest)
         self._shed("flows", now, len(oldest))
 
@@ -316,6 +337,8 @@ class FlowTable:
 
     def _expire(self, now: float) -> None:
         """Deadlines passed: unanswered flows are judged so, undecided first bytes are decided as they are."""
+        if self.compact is not None:
+            HOTPATH.compact_expire(self, now)
         deadlines, flows = self._deadlines, self.flows
         while deadlines and deadlines[0][0] <= now:
             _, key, first_seen, answer = deadlines.popleft()
@@ -376,6 +399,8 @@ class FlowTable:
                                      s.tcp_timeout if e[0].protocol == "TCP" else s.udp_timeout))]
         for entry in ended:
             self._end(entry)
+        if self.compact is not None:
+            HOTPATH.compact_sweep(self, now)
         if self.on_active is not None:
             due = now - s.active_timeout
             for flow in [e[0] for e in self.flows.values() if e[1] and max(e[0].reported, e[0].first_seen) <= due]:
@@ -387,6 +412,8 @@ class FlowTable:
 
     def flush(self) -> None:
         """End every flow (end of a replay, or shutdown)."""
+        if self.compact is not None:
+            HOTPATH.compact_flush(self)
         for entry in [e for e in self.flows.values() if e[1]]:
             self._end(entry)
 

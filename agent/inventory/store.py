@@ -144,6 +144,23 @@ class Store:
             return Endpoint(ip, kind=POD, attribution=AMBIGUOUS, candidates=tuple(pods))
         return pods[0] if pods else live[0]
 
+    def address_windows(self) -> dict[str, float]:
+        """Each claimed address -> the time from which `endpoint(ip, at)` is the same for every later `at`
+        (until the next change): its last claim's start or end, and, for a Service, its backends' too."""
+        since = {ip: max((c.start if c.end == INF else c.end for c in claims), default=-INF)
+                 for ip, claims in self._claims.items()}
+        for ip, claims in self._claims.items():
+            for c in claims:
+                if c.end == INF and c.endpoint.kind == SERVICE:
+                    for backend in self.service_backends(c.endpoint.namespace, c.endpoint.service):
+                        since[ip] = max(since[ip], since.get(backend, -INF))
+        return since
+
+    def declared_ports(self) -> set[int]:
+        """Every port a Service exposes or a pod's container declares (named ports resolve to these)."""
+        return ({p.port for svc in self.objects["Service"].values() for p in svc.ports}
+                | {p.port for pod in self.objects["Pod"].values() for p in pod.ports})
+
     def namespace(self, name: str) -> Namespace | None:
         return self.objects["Namespace"].get(name)
 

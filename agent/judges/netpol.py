@@ -161,6 +161,11 @@ class NetpolEngine:
             self._port_named = bytes(bits)
             self.clear_cache()
 
+    def key_classes(self) -> tuple[tuple, bytes]:
+        """What the cache keys tell apart: the policies' CIDRs and the ports they name by number (a byte
+        per port); a port named by name is one a destination pod declares."""
+        return self._networks, self._port_named
+
     def decide_flow(self, src: Endpoint, dst: Endpoint, port: int, protocol: str, *,
                     explain: bool = True) -> Decision:
         """Like `decide`, but an end that stands for several pods is judged on each of them,

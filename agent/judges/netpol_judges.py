@@ -24,6 +24,7 @@ class NetpolJudge:
     """
     name = "netpol"
     stage = ANSWER
+    compact_safe = True  # its verdict is decided by the compact table's key (agent/outcomes.py)
 
     def __init__(self, view: ClusterView, *, engine: NetpolEngine | None = None,
                  extra_policies: Sequence[NetworkPolicy] = ()):

@@ -146,6 +146,7 @@ class TlsJudge:
 
     name = "tls"
     stage = CLASSIFIED
+    compact_safe = True  # silent on a flow without payload, the only kind the compact table keeps
 
     def __init__(self, view: ClusterView, rules: list[TlsRule] | tuple = ()) -> None:
         self._view = view

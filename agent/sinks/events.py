@@ -22,7 +22,7 @@ import orjson
 from agent.flows.community_id import community_id
 from agent.model import (
     ACTIVE, CRITICAL, END, EXTERNAL, INFO, POD, POLICY_VIOLATION, SERVICE, WARNING, Endpoint, Finding, Flow,
-    Judged)
+    Judged, Spread)
 
 SEVERITIES = (INFO, WARNING, CRITICAL)
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -63,6 +63,13 @@ def _who_attempting(ep: Endpoint) -> tuple:
     return (EXTERNAL,) if ep.kind == EXTERNAL else _who(ep)
 
 
+def group_key(finding: Finding, flow: Flow, src: Endpoint, dst: Endpoint) -> tuple:
+    """The event group of a finding; attempts (never established) without their port."""
+    if finding.kind == POLICY_VIOLATION and not flow.established:
+        return finding.kind, _who_attempting(src), _who(dst), None, flow.protocol
+    return finding.kind, _who(src), _who(dst), flow.dst_port, flow.protocol
+
+
 DEFAULT_MAX_GROUPS = 20_000
 MAX_SOURCES = 4096  # distinct sources counted exactly per attempt group; past it the count is a lower bound
 MAX_SOURCES_HELD = 262_144  # ... and over all groups: a flood to many destinations stays bounded
@@ -86,10 +93,39 @@ class _Spread:
         else:
             self.ports.add(port)
             if len(self.ports) > PORT_SET:
-                self.bits = bytearray(8192)
-                for p in self.ports:
-                    self.bits[p >> 3] |= 1 << (p & 7)
-                self.ports = set()
+                self._to_bits()
+        return self.add_source(source, room)
+
+    def _to_bits(self) -> None:
+        self.bits = bytearray(8192)
+        for p in self.ports:
+            self.bits[p >> 3] |= 1 << (p & 7)
+        self.ports = set()
+
+    def merge(self, spread: Spread, held: int) -> int:
+        """Count an aggregate's attempts (agent/outcomes.py); returns the sources it added, and
+        marks `spread.full` once no source can change the count any more."""
+        if spread.ports is not None:
+            bits = int.from_bytes(spread.ports, "little")
+            if self.bits is None and len(self.ports) + bits.bit_count() <= PORT_SET:
+                while bits:
+                    low = bits & -bits
+                    self.ports.add(low.bit_length() - 1)
+                    bits ^= low
+            else:
+                if self.bits is None:
+                    self._to_bits()
+                self.bits = bytearray((int.from_bytes(self.bits, "little") | bits).to_bytes(8192, "little"))
+        added = 0
+        for source in spread.sources:
+            if not source:  # not kept by the compact table (out of memory): the count is a lower bound
+                self.complete = False
+            else:
+                added += self.add_source(source, held + added < MAX_SOURCES_HELD)
+        spread.full = not self.complete and len(self.sources) >= MAX_SOURCES
+        return added
+
+    def add_source(self, source: str, room: bool) -> bool:
         if source in self.sources:
             return False
         if room and len(self.sources) < MAX_SOURCES:
@@ -124,10 +160,10 @@ class _Group:
         self.established = False
         self.spread: _Spread | None = None  # attempts only, made at the first repeat
 
-    def add(self, flow: Flow, rank: int) -> None:
+    def add(self, flow: Flow, rank: int, count: int = 1) -> None:
         if not self.count:
             self.first_seen, self.last_seen = flow.first_seen, flow.last_seen
-        self.count += 1
+        self.count += count
         self.first_seen = min(self.first_seen, flow.first_seen)
         self.last_seen = max(self.last_seen, flow.last_seen)
         self.packets += flow.packets_src + flow.packets_dst
@@ -152,6 +188,7 @@ class EventSink:
 
     name = "events"
     stages = frozenset()  # findings only
+    aggregates = True  # takes `Judged.count` and `Judged.spread`
 
     def __init__(self, out: BinaryIO, *, window: float = 60.0, max_groups: int = DEFAULT_MAX_GROUPS):
         self.out, self.window, self.max_groups = out, window, max_groups
@@ -169,19 +206,27 @@ class EventSink:
 
     def emit(self, judged: Judged) -> None:
         for finding in judged.findings:
-            self._add(finding, judged.flow, judged.src, judged.dst)
+            self._add(finding, judged)
 
-    def _add(self, finding: Finding, flow: Flow, src: Endpoint, dst: Endpoint) -> None:
+    def holds(self, judged: Judged) -> bool:
+        """Whether the group of each of the findings is open (repeats of it are still counted)."""
+        return all(group_key(f, judged.flow, judged.src, judged.dst) in self.groups for f in judged.findings)
+
+    def _add(self, finding: Finding, judged: Judged) -> None:
+        flow, src, dst, count = judged.flow, judged.src, judged.dst, judged.count
         attempt = finding.kind == POLICY_VIOLATION and not flow.established
-        key = ((finding.kind, _who_attempting(src), _who(dst), None, flow.protocol) if attempt else
-               (finding.kind, _who(src), _who(dst), flow.dst_port, flow.protocol))
+        key = group_key(finding, flow, src, dst)
         group = self.groups.get(key)
         if group is not None:
-            group.add(flow, SEVERITY_RANK.get(finding.severity, 0))
+            group.add(flow, SEVERITY_RANK.get(finding.severity, 0), count)
             if group.attempt:
                 if group.spread is None:
                     group.spread = _Spread()
-                self._sources_held += group.spread.add(flow.dst_port, src.ip, self._sources_held < MAX_SOURCES_HELD)
+                if judged.spread is not None:
+                    self._sources_held += group.spread.merge(judged.spread, self._sources_held)
+                else:
+                    self._sources_held += group.spread.add(flow.dst_port, src.ip,
+                                                           self._sources_held < MAX_SOURCES_HELD)
             return
         if len(self.groups) >= self.max_groups:
             self._close_oldest(flow.last_seen)
@@ -196,7 +241,7 @@ class EventSink:
             **(finding.detail or {}),
             "follow_up": False,
             "first_seen": rfc3339(flow.first_seen), "last_seen": rfc3339(flow.last_seen),
-            "count": 1, "packets": flow.packets_src + flow.packets_dst, "bytes": flow.bytes_src + flow.bytes_dst,
+            "count": count, "packets": flow.packets_src + flow.packets_dst, "bytes": flow.bytes_src + flow.bytes_dst,
             "ports": {"count": 1, "min": flow.dst_port, "max": flow.dst_port} if attempt else None,
             "sources": {"count": 1, "complete": True} if attempt else None,
         }

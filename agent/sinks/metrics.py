@@ -93,6 +93,7 @@ class MetricsSink:
 
     name = "metrics"
     stages = frozenset((ANSWER, CLASSIFIED))
+    aggregates = True  # takes `Judged.count`
 
     def watch(self, stats: PipelineStats) -> None:
         """Export what the pipeline counts per packet, read at each scrape."""
@@ -100,17 +101,17 @@ class MetricsSink:
 
     def emit(self, judged: Judged) -> None:
         """Counters move when the verdict is made: flows at their answer, TLS at classification."""
-        flow, stage = judged.flow, judged.stage
+        flow, stage, n = judged.flow, judged.stage, judged.count
         if stage == ANSWER:
-            self._inc(self.flows, flow.verdict)
+            self._inc(n, self.flows, flow.verdict)
         for f in judged.findings:
             if is_violation(f):
                 src_ns, dst_ns = self._ns(judged.src), self._ns(judged.dst)
-                self._inc(self.violations, f.kind, f.severity, src_ns, dst_ns)
+                self._inc(n, self.violations, f.kind, f.severity, src_ns, dst_ns)
                 if f.detail and f.detail.get("enforcement_gap"):
-                    self._inc(self.gaps, src_ns, dst_ns)
+                    self._inc(n, self.gaps, src_ns, dst_ns)
         if stage == CLASSIFIED and flow.tls is not None and flow.tls.version:
-            self._inc(self.tls, flow.tls.version, self._ns(judged.dst))
+            self._inc(n, self.tls, flow.tls.version, self._ns(judged.dst))
 
     def flush(self, now: float) -> None:
         """Counters are read at scrape time (live) or written by `write` (replay): nothing to do."""
@@ -128,13 +129,13 @@ class MetricsSink:
         self._namespaces.add(ns)
         return ns
 
-    def _inc(self, counter: Counter, *labels: str) -> None:
-        """`counter.labels(*labels).inc()`, with the labelled child looked up once per label set."""
+    def _inc(self, n: int, counter: Counter, *labels: str) -> None:
+        """`counter.labels(*labels).inc(n)`, with the labelled child looked up once per label set."""
         key = (id(counter), labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = counter.labels(*labels)
-        child.inc()
+        child.inc(n)
 
     def forget_namespace(self, namespace: str) -> None:
         """Drop the series of a deleted namespace, keeping label cardinality bounded."""

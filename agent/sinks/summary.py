@@ -53,6 +53,7 @@ class SummarySink:
 
     name = "summary"
     stages = frozenset((END,))
+    aggregates = True  # takes `Judged.count`
 
     def __init__(self) -> None:
         self.no_pod = 0  # flows with no pod at either end: the cluster state knew neither address
@@ -60,8 +61,8 @@ class SummarySink:
 
     def emit(self, judged: Judged) -> None:
         if judged.stage == END and judged.src.kind != POD and judged.dst.kind != POD:
-            self.no_pod += 1
-        violations = sum(1 for f in judged.findings if is_violation(f))
+            self.no_pod += judged.count
+        violations = judged.count * sum(1 for f in judged.findings if is_violation(f))
         if violations:
             for ns in {e.namespace for e in (judged.src, judged.dst) if e.namespace}:
                 self.by_namespace[ns] = self.by_namespace.get(ns, 0) + violations

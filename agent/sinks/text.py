@@ -82,6 +82,7 @@ class FilteredSink:
     """An event sink that is told only of the findings the filter keeps."""
 
     stages = frozenset()  # findings only, like the EventSink
+    aggregates = True  # if its inner sink does: __getattr__ is not asked for class attributes
 
     def __init__(self, inner, keep: EventFilter):
         self.inner, self.keep = inner, keep
@@ -93,7 +94,8 @@ class FilteredSink:
     def emit(self, judged: Judged) -> None:
         kept = [f for f in judged.findings if self.keep.keeps_finding(f, judged)]
         if kept:
-            self.inner.emit(Judged(judged.stage, judged.flow, judged.src, judged.dst, kept))
+            self.inner.emit(Judged(judged.stage, judged.flow, judged.src, judged.dst, kept, judged.count,
+                                   judged.spread))
 
     def flush(self, now: float) -> None:
         self.inner.flush(now)

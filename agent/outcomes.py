@@ -1,0 +1,175 @@
+"""Known outcomes: what the pipeline decided at a flow's answer, repeated by the compact flow table.
+
+flows -> judges -> sinks, for flows that need no Python. When the pipeline has
+judged a flow at its answer, `Outcomes.remember` gives agent/_compact.h the
+outcome under the flow's key: each end's identity (an address the inventory
+knows is itself; any other address is the set of the policies' CIDRs that hold
+it), the port's class (itself when a policy names it by number, a Service
+exposes it or a container declares it, else "any other port"), the protocol, whether both ends are one address, and
+the answer (established, refused, unanswered). Later flows with that key live in
+the compact table and add to the outcome's aggregate; `drain` hands the
+aggregates to the sinks after every batch as one `Judged` with `count`.
+
+What is remembered is exactly what the key decides, and nothing a sink could
+tell apart: the NetworkPolicy verdict (the engine's cache key is coarser), the
+TLS judge's silence (a flow without payload is never judged plaintext; an
+established TCP flow is always promoted to be classified), and an event group
+(attempts group by the source's identity and the destination, never the port).
+Not remembered, so judged in Python one by one: a finding whose group names an
+address the key does not (an established flow from, or any finding to, an
+address outside the inventory), and everything before the inventory's first
+sync. A finding's outcome is forgotten when its event group closes, so the next
+occurrence writes its own first line; every outcome is forgotten when the
+cluster changes.
+
+Used only when every judge is `compact_safe`, every sink `aggregates`, and the
+compiled per-packet path is on; the Python flow table is the reference, with the
+same events, metrics and summary (tests/test_outcomes.py compares both).
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from agent.decode.hotpath import HOTPATH
+from agent.model import ANSWER, END, EXTERNAL, POLICY_VIOLATION, TCP, UDP, Judged, Spread
+
+if TYPE_CHECKING:
+    from agent.pipeline import Pipeline
+
+ESTABLISHED, REFUSED, UNANSWERED = 1, 2, 3  # agent/_compact.h's states
+PROTOCOL_NUMBERS = {TCP: 6, UDP: 17}
+CIDR_IDENTS = 1 << 31  # identities of CIDR classes; those of known addresses count from 1
+MAX_OUTCOMES = 100_000  # past it nothing new is remembered until the cluster changes
+
+
+class Outcomes:
+    """The pipeline's side of the compact flow table: identities, outcomes, aggregates."""
+
+    def __init__(self, pipeline: "Pipeline"):
+        self.pipeline = pipeline
+        self.compact = HOTPATH.Compact()
+        self.outcomes: list[tuple[Judged, str]] = []  # id -> (the answer's Judged, the flow's verdict)
+        self._ids: dict[tuple, int] = {}  # what an outcome is -> its id (flows without findings share theirs)
+        self._spread: set[int] = set()  # outcomes of attempt groups: their sources are counted
+        self._findings: set[int] = set()  # outcomes with findings: forgotten when their event group closes
+        self._stale = True
+        self.enabled = True  # False: remember nothing new (a judge or sink that cannot take it came in)
+
+    @staticmethod
+    def usable(pipeline: "Pipeline") -> bool:
+        return (HOTPATH is not None and pipeline.table.compiled and not pipeline.what_if
+                and hasattr(pipeline.view, "address_windows")
+                and all(getattr(j, "compact_safe", False) for j in pipeline.judges)
+                and all(getattr(s, "aggregates", False) for s in pipeline.sinks))
+
+    def cluster_changed(self) -> None:
+        """Any inventory change (from any thread): identities and outcomes are made again before the next batch."""
+        self._stale = True
+
+    def _configure(self) -> None:
+        view, engine = self.pipeline.view, self._engine()
+        networks, named = engine.key_classes() if engine is not None else ((), bytes(65536))
+        ports = bytearray(named)
+        for port in view.declared_ports():  # a Service's target port, a pod's named port: told apart
+            ports[port] = 1
+        addresses = {}
+        for ident, (ip, since) in enumerate(view.address_windows().items(), start=1):
+            addresses[socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)] = (ident, since)
+        v4, v6 = _intervals(networks, 4), _intervals(networks, 6)
+        self.compact.configure(addresses, v4, v6, bytes(ports))
+        self._stale = False
+
+    def _engine(self):
+        for judge in self.pipeline.judges:
+            engine = getattr(getattr(judge, "inner", judge), "engine", None)
+            if engine is not None:
+                return engine
+        return None
+
+    # --- the pipeline's calls ------------------------------------------------------------------
+    def before_batch(self) -> None:
+        if self._stale:  # outcomes stay: flows answered under them still count their ends
+            self._configure()
+
+    def remember(self, judged: Judged) -> None:
+        """A flow judged at its answer (a Python flow): its outcome, for the flows with its key."""
+        flow, src, dst, findings = judged.flow, judged.src, judged.dst, judged.findings
+        if (flow.protocol not in PROTOCOL_NUMBERS or flow.mid_stream or not self.pipeline.view.synced
+                or (flow.protocol == TCP and flow.established) or len(self.outcomes) >= MAX_OUTCOMES):
+            return
+        if findings and (dst.kind == EXTERNAL or (src.kind == EXTERNAL and flow.established)):
+            return  # the event group names an address the key does not tell apart
+        state = UNANSWERED if not flow.packets_dst else ESTABLISHED if flow.established else REFUSED
+        spread = any(f.kind == POLICY_VIOLATION for f in findings) and not flow.established
+        what = (flow.verdict, src.kind, dst.kind) if not findings else (id(judged), )
+        outcome = self._ids.get(what)
+        if outcome is None:
+            outcome = len(self.outcomes)
+            self.outcomes.append((_template(judged), flow.verdict))
+            if findings:
+                self._findings.add(outcome)
+            else:
+                self._ids[what] = outcome
+            if spread:
+                self._spread.add(outcome)
+        family = socket.AF_INET6 if ":" in flow.src_ip else socket.AF_INET
+        self.compact.remember(socket.inet_pton(family, flow.src_ip), socket.inet_pton(family, flow.dst_ip),
+                              flow.dst_port, PROTOCOL_NUMBERS[flow.protocol], state, flow.first_seen, outcome, spread)
+
+    def drain(self) -> None:
+        """What the compact table counted since the last drain, to the sinks as aggregates."""
+        p = self.pipeline
+        ip = p.table._ip
+        for o, count, first, last, packets, nbytes, established, ends, ports, sources in self.compact.drain():
+            answer, verdict = self.outcomes[o]
+            if count:
+                flow = replace(answer.flow, first_seen=first, last_seen=last, packets_src=packets, bytes_src=nbytes,
+                               packets_dst=0, bytes_dst=0, established=established)
+                spread = None
+                if o in self._spread:
+                    spread = Spread(ports, [ip(a) if a is not None else "" for a in sources])
+                judged = Judged(ANSWER, flow, answer.src, answer.dst, answer.findings, count, spread)
+                p.repeat(judged)
+                if spread is not None and spread.full:
+                    self.compact.collect_sources(o, False)
+            if ends:
+                p.repeat(Judged(END, answer.flow, answer.src, answer.dst, (), ends), verdict=verdict)
+
+    def after_flush(self) -> None:
+        """Event groups closed and restarted at the flush: forget the closed, count the restarted's sources."""
+        holders = [s for s in self.pipeline.sinks if hasattr(s, "holds")]
+        for o in list(self._findings):
+            if not all(s.holds(self.outcomes[o][0]) for s in holders):
+                self.compact.forget_outcome(o)
+                self._findings.discard(o)
+                self._spread.discard(o)
+        for o in self._spread:
+            self.compact.collect_sources(o, True)
+
+
+def _template(judged: Judged) -> Judged:
+    """The answer's Judged, kept as its outcome: a copy of the flow (the original lives on)."""
+    return Judged(ANSWER, replace(judged.flow), judged.src, judged.dst, tuple(judged.findings))
+
+
+def _intervals(networks: tuple, version: int) -> list[tuple[bytes, int]]:
+    """The address space of one family cut where any network starts or ends: (first address, identity)
+    per piece, identity 0 for the pieces no network holds."""
+    nets = [n for n in networks if n.version == version]
+    if not nets:
+        return []
+    size = 32 if version == 4 else 128
+    cuts = sorted({int(n.network_address) for n in nets} | {int(n.broadcast_address) + 1 for n in nets} | {0})
+    cuts = [c for c in cuts if c < 1 << size]
+    classes: dict[tuple, int] = {(): 0}
+    pieces = []
+    for start in cuts:
+        address = ipaddress.ip_address(start) if version == 4 else ipaddress.IPv6Address(start)
+        holders = tuple(i for i, n in enumerate(networks) if n.version == version and address in n)
+        ident = classes.setdefault(holders, CIDR_IDENTS + len(classes))
+        pieces.append((start.to_bytes(size // 8, "big"), ident))
+    return pieces
+
