@@ -18,7 +18,7 @@
  *
  *   Compact()                                 the table, one per FlowTable (`FlowTable.compact`)
  *   configure(addresses, v4, v6, ports)       identities; forgets every outcome
- *   remember(src, dst, port, proto, state, first_seen, outcome, spread) -> bool
+ *   remember(src, dst, port, proto, state, first_seen, outcome, spread, plain_ok) -> bool
  *   forget()                                  forgets every outcome (the cluster changed)
  *   oldest(n) -> [first_seen]                 of the n oldest flows (FlowTable._evict merges both tables)
  *   forget_outcome(outcome)                   no new flow gets it (its event group ended)
@@ -30,7 +30,7 @@
 static PyTypeObject CompactType;
 
 enum { ST_ESTABLISHED = 1, ST_REFUSED = 2, ST_UNANSWERED = 3 };
-enum { CF_ESTABLISHED = 1, CF_CLOSED = 2, CF_FIN_FWD = 4, CF_FIN_REV = 8, CF_ANSWERED = 16 };
+enum { CF_ESTABLISHED = 1, CF_CLOSED = 2, CF_FIN_FWD = 4, CF_FIN_REV = 8, CF_ANSWERED = 16, CF_CLASSIFIED = 32 };
 #define PORT_OTHER 65536u       /* the class of every port no policy names */
 #define EXTERNAL_IDENT 0u       /* an address no CIDR and no inventory entry tells apart */
 
@@ -54,6 +54,7 @@ typedef struct {
     uint64_t count, packets, bytes, ends;
     double first, last;
     int established, spread, collect;
+    int plain_ok;         /* no judge finds anything in a plaintext (non-TLS) first exchange of this key */
     uint8_t *ports;       /* attempt outcomes: a bit per destination port, made at the first hit */
     uint8_t *sources;     /* attempt outcomes: 16 bytes per source address since the last drain */
     uint8_t *alens;
@@ -234,6 +235,17 @@ static void apply_answer(Compact *c, CFlow *f, int32_t outcome) {
 static MemoKey flow_memo_key(const CFlow *f, uint8_t state) {
     MemoKey k = {f->src, f->dst, f->port, f->proto, state, f->same, 0};
     return k;
+}
+
+/* An HTTP/1 request (RFC 9110 methods but CONNECT, which tunnels): decode/app.py calls it plaintext HTTP
+ * whatever follows, so no TLS can come of it. */
+static int http_request(const uint8_t *b, Py_ssize_t n) {
+    static const char *methods[] = {"GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "OPTIONS ", "TRACE ", "PATCH ", NULL};
+    for (const char **m = methods; *m; m++) {
+        size_t len = strlen(*m);
+        if ((size_t)n >= len && memcmp(b, *m, len) == 0) return 1;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ flows */
@@ -515,8 +527,9 @@ static PyObject *compact_remember(Compact *c, PyObject *args) {
     Py_buffer src, dst;
     unsigned port, proto, state;
     double first_seen;
-    int outcome, spread;
-    if (!PyArg_ParseTuple(args, "y*y*IIIdip", &src, &dst, &port, &proto, &state, &first_seen, &outcome, &spread))
+    int outcome, spread, plain_ok;
+    if (!PyArg_ParseTuple(args, "y*y*IIIdipp", &src, &dst, &port, &proto, &state, &first_seen, &outcome, &spread,
+                          &plain_ok))
         return NULL;
     PyObject *result = NULL;
     if (src.len != dst.len || (src.len != 4 && src.len != 16) || port > 65535 || state < ST_ESTABLISHED ||
@@ -537,7 +550,7 @@ static PyObject *compact_remember(Compact *c, PyObject *args) {
                  memcmp(src.buf, dst.buf, src.len) == 0, 0};
     if (grow_aggs(c, (Py_ssize_t)outcome + 1) < 0 || memo_put(c, k, outcome) < 0) goto done;
     Aggregate *g = &c->aggs[outcome];
-    g->spread = spread, g->collect = spread, g->dead = 0;
+    g->spread = spread, g->collect = spread, g->dead = 0, g->plain_ok = plain_ok;
     result = Py_NewRef(Py_True);
 done:
     PyBuffer_Release(&src);

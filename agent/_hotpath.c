@@ -45,8 +45,8 @@ enum { DECODED = 0, DROP = 1, SKIP = 2 };
 typedef struct {
     unsigned proto, flags, alen;
     uint32_t seq;
-    const uint8_t *src, *dst, *ports;
-    Py_ssize_t start, end, total;
+    const uint8_t *src, *dst, *ports, *frame;
+    Py_ssize_t start, end, total;  /* the payload is frame[start:end] */
     const char *reason;  /* DROP/SKIP: the reason slug, or its prefix when number >= 0 */
     long long number;
 } Packet;
@@ -197,6 +197,7 @@ static int d_ipv6(const uint8_t *f, Py_ssize_t n, Py_ssize_t off, int depth, Pac
 }
 
 static int decode(long long linktype, const uint8_t *f, Py_ssize_t n, Packet *p) {
+    p->frame = f;
     switch (linktype) {
     case 1:
         return d_ether(f, n, 0, 0, p);
@@ -359,7 +360,7 @@ static PyObject *flow_types(PyObject *self, PyObject *args) {
 typedef struct {
     PyObject *table;  /* borrowed */
     PyObject *flows, *dropped, *skipped, *ip_cache;  /* the table's dicts */
-    PyObject *started, *answered, *payload, *server, *end, *ip, *evict;  /* its FoldHooks */
+    PyObject *started, *answered, *payload, *server, *end, *ip, *evict, *adopt;  /* its FoldHooks */
     Compact *compact;  /* its compact table (agent/_compact.h), or NULL */
 } Table;
 
@@ -375,6 +376,7 @@ static void table_release(Table *t) {
     Py_CLEAR(t->end);
     Py_CLEAR(t->ip);
     Py_CLEAR(t->evict);
+    Py_CLEAR(t->adopt);
     Py_CLEAR(t->compact);
 }
 
@@ -397,7 +399,8 @@ static int table_bind(Table *t, PyObject *table) {
         !(t->server = PyObject_GetAttrString(hooks, "server_start")) ||
         !(t->end = PyObject_GetAttrString(hooks, "end")) ||
         !(t->ip = PyObject_GetAttrString(hooks, "ip_text")) ||
-        !(t->evict = PyObject_GetAttrString(hooks, "evict"))) {
+        !(t->evict = PyObject_GetAttrString(hooks, "evict")) ||
+        !(t->adopt = PyObject_GetAttrString(hooks, "adopt"))) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "a FlowTable's flows, dropped, skipped and _ip_cache are dicts");
         Py_XDECREF(hooks);
@@ -613,7 +616,8 @@ static PyObject *promote(Table *t, Compact *c, CFlow *f, int forward) {
         (rev = PyTuple_Pack(4, flow, Py_False, track, key)) == NULL)
         goto done;
     if (PyDict_SetItem(t->flows, rkey, rev) < 0 || PyDict_SetItem(t->flows, key, fwd) < 0 ||
-        call_void(t->started, PyTuple_Pack(1, fwd)) < 0)
+        call_void(t->started, PyTuple_Pack(1, fwd)) < 0 ||
+        ((cf.flags & CF_ANSWERED) && call_void(t->adopt, Py_BuildValue("Oi", fwd, (int)cf.outcome)) < 0))
         goto done;
     result = Py_NewRef(forward ? fwd : rev);
 done:
@@ -658,14 +662,18 @@ static int compact_packet(Table *t, Compact *c, CFlow *f, int forward, const Pac
                           PyObject **entry) {
     int refusal = p->proto == 6 && (p->flags & TCP_RST), payload = p->end > p->start;
     int answering = !forward && !(f->flags & CF_ANSWERED);
-    int32_t o = -1;
-    if (p->proto == 6 && payload && !(f->flags & CF_ANSWERED)) {  /* first bytes: classified in Python */
-        o = -1;
-    } else if (answering && (p->proto != 6 || refusal)) {  /* an established TCP flow is classified in Python */
+    int32_t o = 0;  /* < 0: promote */
+    if (p->proto == 6 && payload && !(f->flags & CF_CLASSIFIED)) {
+        /* First bytes: an answered connection whose key no judge minds in plaintext stays when they are an
+         * HTTP request; anything else is classified in Python (after its answer, if it had none). */
+        if ((f->flags & CF_ANSWERED) && forward && c->aggs[f->outcome].plain_ok &&
+            http_request(p->frame + p->start, p->end - p->start))
+            f->flags |= CF_CLASSIFIED;
+        else
+            o = -1;
+    } else if (answering) {
         MemoKey k = flow_memo_key(f, refusal ? ST_REFUSED : ST_ESTABLISHED);
         o = memo_get(c, &k);
-    } else if (!answering) {
-        o = 0;  /* not at a point of its life: only counted */
     }
     if (o < 0) {
         *entry = promote(t, c, f, forward);

@@ -34,7 +34,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from agent.decode.hotpath import HOTPATH
-from agent.model import ANSWER, END, EXTERNAL, POLICY_VIOLATION, TCP, UDP, Judged, Spread
+from agent.model import (
+    ANSWER, CLASSIFIED, END, EXTERNAL, POLICY_VIOLATION, TCP, UDP, Flow, Judged, Spread, is_violation)
 
 if TYPE_CHECKING:
     from agent.pipeline import Pipeline
@@ -51,7 +52,9 @@ class Outcomes:
     def __init__(self, pipeline: "Pipeline"):
         self.pipeline = pipeline
         self.compact = HOTPATH.Compact()
+        pipeline.table.on_adopt = self.adopt
         self.outcomes: list[tuple[Judged, str]] = []  # id -> (the answer's Judged, the flow's verdict)
+        self._ports = bytes(65536)  # the ports the compact table tells apart
         self._ids: dict[tuple, int] = {}  # what an outcome is -> its id (flows without findings share theirs)
         self._spread: set[int] = set()  # outcomes of attempt groups: their sources are counted
         self._findings: set[int] = set()  # outcomes with findings: forgotten when their event group closes
@@ -79,7 +82,8 @@ class Outcomes:
         for ident, (ip, since) in enumerate(view.address_windows().items(), start=1):
             addresses[socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)] = (ident, since)
         v4, v6 = _intervals(networks, 4), _intervals(networks, 6)
-        self.compact.configure(addresses, v4, v6, bytes(ports))
+        self._ports = bytes(ports)
+        self.compact.configure(addresses, v4, v6, self._ports)
         self._stale = False
 
     def _engine(self):
@@ -98,13 +102,16 @@ class Outcomes:
         """A flow judged at its answer (a Python flow): its outcome, for the flows with its key."""
         flow, src, dst, findings = judged.flow, judged.src, judged.dst, judged.findings
         if (flow.protocol not in PROTOCOL_NUMBERS or flow.mid_stream or not self.pipeline.view.synced
-                or (flow.protocol == TCP and flow.established) or len(self.outcomes) >= MAX_OUTCOMES):
+                or len(self.outcomes) >= MAX_OUTCOMES):
             return
         if findings and (dst.kind == EXTERNAL or (src.kind == EXTERNAL and flow.established)):
             return  # the event group names an address the key does not tell apart
         state = UNANSWERED if not flow.packets_dst else ESTABLISHED if flow.established else REFUSED
         spread = any(f.kind == POLICY_VIOLATION for f in findings) and not flow.established
-        what = (flow.verdict, src.kind, dst.kind) if not findings else (id(judged), )
+        plain_ok = (flow.protocol == TCP and flow.established and self._ports[flow.dst_port] and dst.kind != EXTERNAL
+                    and all(getattr(j, "silent_on_plaintext", lambda *_: False)(flow, src, dst)
+                            for j in self.pipeline.judges if getattr(j, "stage", CLASSIFIED) == CLASSIFIED))
+        what = (flow.verdict, src.kind, dst.kind, plain_ok) if not findings else (id(judged), )
         outcome = self._ids.get(what)
         if outcome is None:
             outcome = len(self.outcomes)
@@ -117,7 +124,13 @@ class Outcomes:
                 self._spread.add(outcome)
         family = socket.AF_INET6 if ":" in flow.src_ip else socket.AF_INET
         self.compact.remember(socket.inet_pton(family, flow.src_ip), socket.inet_pton(family, flow.dst_ip),
-                              flow.dst_port, PROTOCOL_NUMBERS[flow.protocol], state, flow.first_seen, outcome, spread)
+                              flow.dst_port, PROTOCOL_NUMBERS[flow.protocol], state, flow.first_seen, outcome, spread,
+                              plain_ok)
+
+    def adopt(self, flow: Flow, outcome: int) -> None:
+        """A compact flow whose answer was counted under `outcome` moves to the Python table: it is judged."""
+        answer, flow.verdict = self.outcomes[outcome]
+        flow.findings = tuple(f.kind for f in answer.findings if is_violation(f))
 
     def drain(self) -> None:
         """What the compact table counted since the last drain, to the sinks as aggregates."""

@@ -66,6 +66,7 @@ class FoldHooks(NamedTuple):
     end: Callable  # (entry) when a new SYN reuses a closed flow's 5-tuple
     ip_text: Callable  # (raw address) -> text, for addresses not in the table's cache
     evict: Callable  # (now) when a new compact flow makes the flows more than max_flows
+    adopt: Callable  # (entry, outcome) a compact flow moved here after its answer was counted there
 
 
 def _finish(flow: Flow, result: Classification | None) -> None:
@@ -101,7 +102,7 @@ class FlowTable:
         self.settings = settings or FlowConfig()  # read at each use: a reload may replace it
         self.flows: dict[bytes, tuple] = {}  # key -> (flow, forward, track, other key)
         self.hooks = FoldHooks(self._started, self._answered, self._payload, self._server_start, self._end,
-                               self._ip, self._evict)
+                               self._ip, self._evict, lambda entry, outcome: self.on_adopt(entry[0], outcome))
         self.packets = 0
         self.dropped: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
@@ -117,6 +118,7 @@ class FlowTable:
         self._since_sweep = 0
         self._ip_cache: dict[bytes, str] = {}
         self.compact = None  # agent/_compact.h's table, when the pipeline's outcomes use it (compiled only)
+        self.on_adopt: Callable[[Flow, int], None] | None = None  # ... and what its outcomes set on a flow
         self._evicting = False
 
     def __len__(self) -> int:

@@ -160,6 +160,10 @@ class TlsJudge:
         if kind != "NetworkPolicy" and kind != "Node":
             self._requirements.clear()
 
+    def silent_on_plaintext(self, flow: Flow, src: Endpoint, dst: Endpoint) -> bool:
+        """Whether it would find nothing were the flow's first bytes plaintext (agent/outcomes.py)."""
+        return flow.protocol != TCP or flow.mid_stream or not self._requirement(dst, flow.dst_port).required
+
     def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
         if flow.protocol != TCP or flow.mid_stream or flow.app in NOT_JUDGED_APPS:
             return []
