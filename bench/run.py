@@ -46,7 +46,7 @@ def replay() -> None:
                               capture_output=True, text=True, check=True)
         times.append(time.perf_counter() - started)
     times = sorted(times[1:])
-    summary = done.stderr.strip().splitlines()[-1]
+    summary = next(line for line in done.stderr.splitlines() if " packets (" in line)
     packets = int(summary.split(" packets")[0].split()[-1].replace(",", ""))
     rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"replay: {packets:,} packets ({size / 2**20:,.0f} MiB) in {times[1]:.2f} s wall, median of 3 "
