@@ -61,6 +61,8 @@ class Store:
         self._services_by_pod: dict[str, dict[tuple[str, str], set[str]]] = defaultdict(dict)
         self._backends: dict[tuple[str, str], dict[str, tuple[str, ...]]] = defaultdict(dict)
         self._backend_lists: dict[tuple[str, str], list[str]] = {}  # service_backends, until its slices change
+        # A Service address -> (since, its endpoint with backends): the same for every `at` >= since, until a change.
+        self._service_endpoints: dict[str, tuple[float, Endpoint]] = {}
         self._listeners: list[Listener] = []
         self.listener_errors = 0
 
@@ -72,6 +74,7 @@ class Store:
     def apply(self, kind: str, event: str, obj: Any, *, at: float | None = None) -> None:
         """One watch event: ADDED, MODIFIED or DELETED."""
         at = self.clock() if at is None else at
+        self._service_endpoints.clear()
         key = _key(kind, obj)
         old = self.objects[kind].get(key)
         if event == "DELETED":
@@ -104,6 +107,7 @@ class Store:
     def expire(self, now: float | None = None) -> int:
         """Drop claims that ended more than `grace` seconds ago; returns how many."""
         now = self.clock() if now is None else now
+        self._service_endpoints.clear()
         keep, dropped = [], 0
         for ended_at, ip, claim in self._ended:
             if ended_at + self.grace <= now:
@@ -127,6 +131,9 @@ class Store:
         return frozenset(self._synced)
 
     def endpoint(self, ip: str, at: float) -> Endpoint:
+        cached = self._service_endpoints.get(ip)
+        if cached is not None and at >= cached[0]:
+            return cached[1]
         claims = self._claims.get(ip)
         if not claims:
             return Endpoint(ip)
@@ -135,7 +142,10 @@ class Store:
             found = live[0]
             if found.kind == SERVICE:  # backends as they are at the flow's time
                 backends = self.service_backends(found.namespace, found.service)
-                return replace(found, candidates=tuple(self.endpoint(a, at) for a in backends))
+                found = replace(found, candidates=tuple(self.endpoint(a, at) for a in backends))
+                since = max([self._since(ip), *map(self._since, backends)])
+                if at >= since:
+                    self._service_endpoints[ip] = (since, found)
             return found
         if not live:
             return Endpoint(ip)
@@ -147,14 +157,17 @@ class Store:
     def address_windows(self) -> dict[str, float]:
         """Each claimed address -> the time from which `endpoint(ip, at)` is the same for every later `at`
         (until the next change): its last claim's start or end, and, for a Service, its backends' too."""
-        since = {ip: max((c.start if c.end == INF else c.end for c in claims), default=-INF)
-                 for ip, claims in self._claims.items()}
+        since = {ip: self._since(ip) for ip in self._claims}
         for ip, claims in self._claims.items():
             for c in claims:
                 if c.end == INF and c.endpoint.kind == SERVICE:
                     for backend in self.service_backends(c.endpoint.namespace, c.endpoint.service):
                         since[ip] = max(since[ip], since.get(backend, -INF))
         return since
+
+    def _since(self, ip: str) -> float:
+        """From when the claims of `ip` stay as they are: its last claim's start or end."""
+        return max((c.start if c.end == INF else c.end for c in self._claims.get(ip, ())), default=-INF)
 
     def declared_ports(self) -> set[int]:
         """Every port a Service exposes or a pod's container declares (named ports resolve to these)."""

@@ -2,16 +2,20 @@
 
 Judges stage. `NetpolEngine` compiles every policy once (netpol_compile.py)
 into per-namespace tuples and answers `decide(src, dst, port, protocol)`; the
-answer is cached per (src, dst, port, protocol) and dropped precisely when a
-namespace or policy it depended on changes (`on_change`). The cache key holds
+answer is cached per (src, dst, port, protocol) and dropped when a namespace or
+policy it depended on changes (`on_change`; a policy that adds or removes a
+selector starts the cache over: the classes change). The cache key holds
 classes where the verdict cannot tell values apart: a pod by what policies can
-see of it (namespace, labels, ports when a policy names one, and which of the
-policies' CIDRs hold its address), so the replicas of a workload share their
-decisions; any other end by which CIDRs hold its address (ipBlocks are all that
-match it); a port no policy names (no number, range or named port) as "any
-other port". A flood from random addresses or a scan of every port is then one
-cold decision, not one per address or port; the reasons, which name the ends
-and the port, are rebuilt for each flow. The pipeline's judges wrap it
+see of it (its namespace, which of all the policies' podSelectors match its
+labels, its ports when a policy names one, and which of the policies' CIDRs
+hold its address), so pods no selector tells apart (the replicas of a
+workload, and often whole namespaces) share their decisions; any other end by
+which CIDRs hold its address (ipBlocks are all that match it); a port no
+policy names (no number, range or named port) as "any other port". A flood
+from random addresses or a scan of every port is then one cold decision, not
+one per address or port; the reasons, which name the ends and the port, are
+rebuilt for each flow. A Service's verdict (each backend judged) is held per
+source class and Service endpoint, which the store keeps until a change. The pipeline's judges wrap it
 (`netpol_judges.py`); `evaluate` asks `decide_flow` directly.
 
 Semantics, as the API defines them: a flow is allowed iff the source's egress
@@ -64,6 +68,8 @@ class NetpolEngine:
         self._cache: dict[tuple, Decision] = {}
         self._keys_by_ns: dict[str, set[tuple]] = defaultdict(set)
         self._pod_classes: dict[str, int] = {}  # uid -> class id of what policies can see of the pod
+        self._selectors: tuple = ()  # every podSelector of every policy and peer: a pod's class is which match
+        self._via_service: dict[tuple, tuple[Endpoint, Decision]] = {}  # decide_flow of a Service, verdict only
         # What the key's classes are made of: every CIDR (and except) and every port range of every
         # policy, and whether any names a port.
         self._networks: tuple = ()
@@ -106,9 +112,10 @@ class NetpolEngine:
         if ep.kind == POD:
             cls = self._pod_classes.get(ep.uid)
             if cls is None:
+                labels = ep.labels
                 cls = self._pod_classes[ep.uid] = self._class_id(
-                    (POD, ep.namespace, frozenset(ep.labels.items()), ep.ports if self._named_ports else (),
-                     self._address_class(ep.ip)))
+                    (POD, ep.namespace, tuple(match(labels) for match in self._selectors),
+                     ep.ports if self._named_ports else (), self._address_class(ep.ip)))
             return cls
         cls = self._address_classes.get(ep.ip)
         if cls is None:
@@ -152,9 +159,14 @@ class NetpolEngine:
         specs = [spec for rule in rules for spec in rule.ports or ()]
         ranges = tuple(sorted({(s.lo, s.hi) for s in specs if s.lo is not None}))
         named = any(s.name is not None for s in specs)
-        if (nets, ranges, named) != (self._networks, self._port_ranges, self._named_ports):
+        selectors = tuple(dict.fromkeys(
+            [cp.select for policies in self._by_ns.values() for cp in policies]
+            + [peer.pod_sel for rule in rules for peer in rule.peers or () if peer.net is None]))
+        if (nets, ranges, named, selectors) != (self._networks, self._port_ranges, self._named_ports,
+                                                self._selectors):
             # The classes changed: no cached key means what it did.
             self._networks, self._port_ranges, self._named_ports = nets, ranges, named
+            self._selectors = selectors
             bits = bytearray(65536)
             for lo, hi in ranges:
                 bits[lo:hi + 1] = b"\x01" * (hi + 1 - lo)
@@ -173,23 +185,41 @@ class NetpolEngine:
         flow to) and the claimants of an ambiguous address (never a guess)."""
         srcs = src.candidates if src.attribution == AMBIGUOUS and src.candidates else (src,)
         if dst.kind == SERVICE and dst.candidates:
+            key = None
+            if not explain and len(srcs) == 1 and not any(c.uid == src.uid for c in dst.candidates):
+                # The verdict, held with the Service's endpoint (the store keeps one per address until a
+                # change), so its id stays its own: the classes of the source and backends decide it.
+                key = (self._class(src), id(dst), port, protocol)
+                held = self._via_service.get(key)
+                if held is not None:
+                    return held[1]
             targets = [(c, backend_port(dst, c, port, protocol)) for c in dst.candidates]
             targets = [(c, p) for c, p in targets if p is not None] or [(dst, port)]
+            if key is not None:
+                if len(self._via_service) >= self._max_cache:
+                    self._via_service.clear()
+                decision = self._first_denying(srcs, targets, protocol)
+                self._via_service[key] = (dst, decision)
+                return decision
         elif dst.attribution == AMBIGUOUS and dst.candidates:
             targets = [(c, port) for c in dst.candidates]
         elif len(srcs) == 1:
             return self.decide(src, dst, port, protocol, explain=explain)
         else:
             targets = [(dst, port)]
-        if not explain:  # the verdict alone: the first denying pair decides it
-            for s in srcs:
-                for c, p in targets:
-                    decision = self.decide(s, c, p, protocol, explain=False)
-                    if decision.verdict == DENY:
-                        return decision
-            return decision
+        if not explain:
+            return self._first_denying(srcs, targets, protocol)
         results = [(c, self.decide(s, c, p, protocol)) for s in srcs for c, p in targets]
         return combine_backends(dst, results)
+
+    def _first_denying(self, srcs: Sequence[Endpoint], targets: list, protocol: str) -> Decision:
+        """The verdict alone: the first denying (source, target) pair decides it."""
+        for s in srcs:
+            for c, p in targets:
+                decision = self.decide(s, c, p, protocol, explain=False)
+                if decision.verdict == DENY:
+                    return decision
+        return decision
 
     def _decide_cold(self, key: tuple, src: Endpoint, dst: Endpoint, port: int,
                      protocol: str) -> Decision:
@@ -268,6 +298,7 @@ class NetpolEngine:
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._via_service.clear()
         self._keys_by_ns.clear()
         self._pod_classes.clear()
         self._address_classes.clear()
@@ -281,6 +312,7 @@ class NetpolEngine:
         return tuple(cp.key for cp in self._by_ns.get(namespace, ()))
 
     def _invalidate(self, keys: Iterable[tuple]) -> None:
+        self._via_service.clear()
         pop = self._cache.pop
         for key in keys:
             pop(key, None)

@@ -82,14 +82,30 @@ def test_a_namespace_label_change_is_seen_by_namespace_selectors(e2e):
     assert engine.decide(e2e.ep("z/b"), e2e.ep("x/a"), 80, "TCP").verdict == DENY
 
 
-def test_a_policy_change_invalidates_only_its_namespace(e2e):
+def test_a_policy_change_applies_where_it_selects_and_keeps_the_other_verdicts(e2e):
     engine = NetpolEngine(e2e)
     kept = engine.decide(e2e.ep("y/a"), e2e.ep("z/a"), 80, "TCP")
     engine.decide(e2e.ep("y/a"), e2e.ep("x/a"), 80, "TCP")
     new = e2e.policy("x/deny", DENY_ALL_INGRESS)
     engine.on_change("NetworkPolicy", None, new)
-    assert engine.decide(e2e.ep("y/a"), e2e.ep("z/a"), 80, "TCP") is kept
+    assert engine.decide(e2e.ep("y/a"), e2e.ep("z/a"), 80, "TCP").verdict == kept.verdict == ALLOW
     assert engine.decide(e2e.ep("y/a"), e2e.ep("x/a"), 80, "TCP").verdict == DENY
+
+
+def test_pods_no_selector_tells_apart_share_a_class_until_a_policy_does(e2e):
+    # A pod's class is which podSelectors match its labels, not the labels themselves: y/b and y/c
+    # differ in labels, but no policy selects on them, so one cold decision serves both ...
+    e2e.policy("x/p", FROM_NS_Y)
+    engine = NetpolEngine(e2e)
+    assert engine.decide(e2e.ep("y/b"), e2e.ep("x/a"), 80, "TCP").verdict == DENY
+    assert engine.decide(e2e.ep("y/c"), e2e.ep("x/a"), 80, "TCP").verdict == DENY
+    assert engine.cold_decisions == 1
+    # ... until a policy selects one of them: then they are judged apart.
+    new = e2e.policy("x/from-c", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+        {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "c"}}}]}]})
+    engine.on_change("NetworkPolicy", None, new)
+    assert engine.decide(e2e.ep("y/b"), e2e.ep("x/a"), 80, "TCP").verdict == DENY
+    assert engine.decide(e2e.ep("y/c"), e2e.ep("x/a"), 80, "TCP").verdict == ALLOW
 
 
 def test_a_full_cache_starts_over_instead_of_growing(e2e):
