@@ -46,6 +46,15 @@ REPLAY_EXIT_STATUSES = """exit status:
 """
 
 
+SUGGEST_EPILOG = """output: per namespace, one NetworkPolicy per workload and direction, each rule commented
+  with the observed flows it admits; egress always keeps DNS to the cluster DNS pods.
+  The proof (stderr, and PROOF.txt with -o) re-judges every observed flow.
+
+exit status: 0 written and proven; 1 written, but some input was damaged or an admitted
+  flow would be denied (the proof names it); 2 nothing usable (one line says why)
+"""
+
+
 class UserError(Exception):
     """Bad input named in one line; exit 2."""
 
@@ -127,6 +136,25 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--flows", help="append every flow as a JSON line here")
     _output_args(n)
     n.set_defaults(command=cmd_run)
+
+    g = sub.add_parser("suggest", help="propose NetworkPolicies from observed traffic, with a proof",
+                       formatter_class=raw, epilog=SUGGEST_EPILOG,
+                       description="Propose NetworkPolicies, per workload, that admit exactly the traffic observed "
+                       "(captures, or the flow records of replay/run --flows), and prove it: every observed flow "
+                       "is judged again with the current policies plus the suggestions.")
+    g.add_argument("pcaps", nargs="*", metavar="PCAP", help="captures, as replay reads them")
+    g.add_argument("--flows", nargs="+", default=[], metavar="FILE",
+                   help="flow records written by replay/run --flows, from any number of nodes; - is stdin")
+    g.add_argument("--cluster", required=True, help="cluster state file (kubectl get ... -o json, or flowwarden snapshot)")
+    _allow_empty(g)
+    g.add_argument("--max-prefix", default="24,64", metavar="V4[,V6]",
+                   help="the widest ipBlock made of external addresses (default: 24,64)")
+    g.add_argument("--ingress-only", action="store_true", help="ingress policies only (no egress)")
+    g.add_argument("--namespace", action="append", default=[], metavar="NS",
+                   help="only policies for this namespace (repeat or comma-separate)")
+    g.add_argument("-o", "--output", dest="output_dir", metavar="DIR",
+                   help="write NS.yaml per namespace and PROOF.txt here (default: one YAML stream on stdout)")
+    g.set_defaults(command=cmd_suggest)
 
     s = sub.add_parser("snapshot", help="write the live cluster state as a --cluster file",
                        description="Write the live cluster state (Namespaces, Pods, Services, EndpointSlices, "
@@ -365,6 +393,28 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  context=args.context, interfaces=args.interfaces, listen=args.listen,
                                  events=args.events, flows=args.flows, format=args.format))
     return agent.run()
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    from agent.suggest.command import SuggestOptions, parse_max_prefix, run_suggest
+    if not args.pcaps and not args.flows:
+        raise UserError("suggest: give captures (PCAP ...) or flow records (--flows FILE ...)")
+    if args.output_dir and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise UserError(f"-o {args.output_dir}: not a directory")
+    with _user_errors():
+        captures = capture_files(args.pcaps) if args.pcaps else []
+        if args.pcaps and not captures:
+            raise PcapError(f"{' '.join(args.pcaps)}: no capture files in it")
+        options = SuggestOptions(captures=captures, max_prefix=parse_max_prefix(args.max_prefix),
+                                 ingress_only=args.ingress_only, output_dir=args.output_dir,
+                                 namespaces=tuple(v.strip() for value in args.namespace
+                                                  for v in value.split(",") if v.strip()))
+    args.kubeconfig = None
+    store = _load_view(args)
+    with _user_errors(), contextlib.ExitStack() as files:
+        options.flows = [("stdin", sys.stdin.buffer) if f == "-" else (f, files.enter_context(open(f, "rb")))
+                         for f in args.flows]
+        return run_suggest(options, store=store, config=load_config(None), out=sys.stdout.buffer)
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:

@@ -396,13 +396,93 @@ def crafted_cluster() -> None:
     (OUT / "cluster.json").write_text(cluster.as_list(cluster.crafted()))
 
 
+# --- pcaps/suggest-shop/: traffic to learn policies from, and traffic held out of it ---------
+
+SHOP = {"frontend-a": ("10.244.1.10", "fd00:10:244:1::10"), "frontend-b": ("10.244.2.11",), "checkout": ("10.244.1.12",),
+        "redis": ("10.244.1.20",), "postgres": ("10.244.1.21",), "coredns": ("10.244.1.53",),
+        "prometheus": ("10.244.1.30",), "checkout-svc": ("10.96.10.12",)}
+
+
+def _conversation(src: str, dst: str, sport: int, dport: int, *, answer: str | None = "SA", udp: bool = False) -> list:
+    """A whole TCP connection (handshake, FIN both ways), a refusal ("R"), an unanswered SYN (None), or a
+    UDP request and its reply: headers only, no payload."""
+    ip = IPv6 if ":" in src else IP
+    there, back = ip(src=src, dst=dst), ip(src=dst, dst=src)
+    if udp:
+        return [there / UDP(sport=sport, dport=dport), back / UDP(sport=dport, dport=sport)]
+    if answer is None:
+        return [there / TCP(sport=sport, dport=dport, flags="S", seq=ISN_C)]
+    if answer == "R":
+        return [there / TCP(sport=sport, dport=dport, flags="S", seq=ISN_C),
+                back / TCP(sport=dport, dport=sport, flags="RA", seq=0, ack=ISN_C + 1)]
+    return handshake(there, back, sport=sport, dport=dport) + [
+        there / TCP(sport=sport, dport=dport, flags="FA", seq=ISN_C + 1, ack=ISN_S + 1),
+        back / TCP(sport=dport, dport=sport, flags="FA", seq=ISN_S + 1, ack=ISN_C + 2),
+        there / TCP(sport=sport, dport=dport, flags="A", seq=ISN_C + 2, ack=ISN_S + 2)]
+
+
+def suggest_shop() -> None:
+    """train.pcap: what `flowwarden suggest` learns from; heldout.pcap: flows between workloads that never
+    talked in train.pcap (the suggestions must deny them) and two that did or are DNS (allowed)."""
+    a, b, co, rd, pg, dns, prom = (SHOP[k][0] for k in ("frontend-a", "frontend-b", "checkout", "redis", "postgres",
+                                                         "coredns", "prometheus"))
+    train = [("203.0.113.5", a, 50001, 8080), ("203.0.113.9", b, 50002, 8080), ("2001:db8::5", SHOP["frontend-a"][1],
+             50003, 8080), (a, SHOP["checkout-svc"][0], 41000, 80), (b, co, 41001, 8080), (co, rd, 42000, 6379),
+             (co, pg, 42001, 5432), (prom, a, 43000, 9090), (prom, co, 43001, 9090), (co, "198.51.100.7", 42002, 443)]
+    pkts = [p for c in train for p in _conversation(*c)]
+    pkts += _conversation(a, dns, 45000, 53, udp=True) + _conversation(co, dns, 45001, 53, udp=True)
+    pkts += _conversation(a, co, 41002, 8443, answer="R") + _conversation(b, co, 41003, 8443, answer=None)
+    heldout = [(a, rd, 46000, 6379), ("192.0.2.1", co, 46001, 8080), (prom, rd, 46002, 6379),
+               ("203.0.113.77", a, 46003, 8080), (b, co, 46004, 8080), (co, dns, 46005, 53)]
+    folder = HERE / "suggest-shop"
+    folder.mkdir(exist_ok=True)
+    for name, packets in (("train.pcap", pkts), ("heldout.pcap", [p for c in heldout for p in _conversation(*c)])):
+        for i, p in enumerate(packets):
+            p.time = T0 + i * STEP
+        wrpcap(str(folder / name), packets, linktype=LINKTYPE_RAW)
+    (folder / "cluster.json").write_text(cluster.as_list(_suggest_shop_cluster()))
+
+
+def _suggest_shop_cluster() -> list[dict]:
+    c = cluster
+    items = c.base() + [c.namespace("shop"), c.namespace("data"), c.namespace("monitoring")]
+    http = [("http", 8080, "TCP"), ("metrics", 9090, "TCP")]
+    fa = c.pod("shop", "frontend-6b8f9c7d5-aaaaa", app="frontend", ips=list(SHOP["frontend-a"]), ports=http,
+               deployment="frontend", labels={"tier": "web"})
+    fb = c.pod("shop", "frontend-6b8f9c7d5-bbbbb", app="frontend", ips=list(SHOP["frontend-b"]), ports=http,
+               deployment="frontend", labels={"tier": "web"}, node_name="node-2")
+    co = c.pod("shop", "checkout-7d9c8b6f5-ccccc", app="checkout", ips=list(SHOP["checkout"]), ports=http,
+               deployment="checkout")
+    rd = c.pod("data", "redis-0", app="redis", ips=list(SHOP["redis"]), ports=[("redis", 6379, "TCP")],
+               labels={"controller-revision-hash": "redis-5c9f7d", "statefulset.kubernetes.io/pod-name": "redis-0"})
+    rd["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "blockOwnerDeletion": True, "controller": True,
+                                          "kind": "StatefulSet", "name": "redis", "uid": c.uid("StatefulSet", "data",
+                                                                                              "redis")}]
+    pg = c.pod("data", "postgres-0", app="postgres", ips=list(SHOP["postgres"]), ports=[("postgres", 5432, "TCP")])
+    dns = c.pod("kube-system", "coredns-5d78c9869d-h7kzp", app="kube-dns", ips=list(SHOP["coredns"]),
+                deployment="coredns", labels={"k8s-app": "kube-dns"},
+                ports=[("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"), ("metrics", 9153, "TCP")])
+    prom = c.pod("monitoring", "prometheus-0", app="prometheus", ips=list(SHOP["prometheus"]))
+    items += [fa, fb, co, rd, pg, dns, prom]
+    c._svc_with_slice(items, c.service("shop", "checkout", cluster_ips=list(SHOP["checkout-svc"]),
+                                       selector={"app": "checkout"}, ports=[("http", 80, "TCP", 8080)]), [co])
+    c._svc_with_slice(items, c.service("kube-system", "kube-dns", cluster_ips=["10.96.0.10"],
+                                       selector={"k8s-app": "kube-dns"},
+                                       ports=[("dns", 53, "UDP", 53), ("dns-tcp", 53, "TCP", 53)]), [dns])
+    items.append(c.netpol("data", "postgres-from-checkout", {  # a current policy: postgres' ingress is not narrowed
+        "podSelector": {"matchLabels": {"app": "postgres"}}, "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"namespaceSelector": c.ns_sel("shop"),
+                               "podSelector": {"matchLabels": {"app": "checkout"}}}]}]}))
+    return items
+
+
 def main() -> int:
     # Raw frames written under an explicit link type make scapy warn; the files are as intended.
     logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
     OUT.mkdir(exist_ok=True)
     for step in (vlan, ipv6_ext_headers, ipv4_options, ipv4_fragments, overlays, truncated, garbage,
                  bad_ihl, arp, cooked, raw_ip, pcapng_files, gzipped, tls, midstream, udp,
-                 sctp, icmp, nanosecond, broken_files, crafted_cluster):
+                 sctp, icmp, nanosecond, broken_files, crafted_cluster, suggest_shop):
         step()
     for f in sorted(OUT.iterdir()):
         print(f"{f.stat().st_size:7d}  {f.relative_to(HERE)}")
