@@ -165,9 +165,15 @@ def suggest(observed: Sequence[Observed], store: Store, *, max_prefix: tuple[int
             for subj, peer, direction in ((s, d, EGRESS), (d, s, INGRESS)):
                 if subj.kind != POD or not _subject_pod(workloads, subj):
                     continue
-                key = subject(subj)
                 if direction == INGRESS and workloads.key(subj) in dns_workloads:
                     continue  # cluster DNS: every pod must still resolve
+                key = subject(subj)
+                rules[key]  # a workload seen gets both directions, also when one is blocked
+                if not key[1]:
+                    for d in (INGRESS, EGRESS):
+                        blocked[(key, d)] = (f"{describe(subj)} has no labels: a policy for it would select "
+                                             f"every pod of {subj.namespace}")
+                    continue
                 if peer.kind == POD:
                     peer_ns, peer_wl = workloads.key(peer)
                     sel = workloads.selector.get((peer_ns, peer_wl), dict(peer.labels))
@@ -186,7 +192,7 @@ def suggest(observed: Sequence[Observed], store: Store, *, max_prefix: tuple[int
     policies = _policies(rules, addresses, names=names, blocked=blocked, store=store, max_prefix=max_prefix,
                          dns=(dns_peer, dns_how), ingress_only=ingress_only, only=only)
     notes = [f"{ns}: {', '.join(sorted(names[(ns, sel)]))}: no {direction.lower()} policy: {why}"
-             for ((ns, sel), direction), why in sorted(blocked.items(), key=lambda kv: (kv[0][0][0], kv[1]))
+             for ((ns, sel), direction), why in sorted(blocked.items(), key=lambda kv: (kv[0][0][0], kv[1], kv[0][1]))
              if not only or ns in only]
     return Suggestions(policies, dict(skipped), notes)
 
