@@ -134,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--listen", default="0.0.0.0:9847", help="HTTP address for /metrics, /healthz, /readyz")
     n.add_argument("--events", help="append events here (default: stdout)")
     n.add_argument("--flows", help="append every flow as a JSON line here")
+    n.add_argument("--with-policies", action="append", default=[], metavar="PATH",
+                   help="staged candidate NetworkPolicies, a file or a folder (repeatable; over policies.staged): "
+                   "policy-change events for the verdicts they would change; SIGHUP reloads them")
     _output_args(n)
     n.set_defaults(command=cmd_run)
 
@@ -391,7 +394,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             check_usable(load_cluster(args.cluster, ignored=ignored), source=args.cluster, ignored=ignored)
         agent = Agent(RunOptions(config=args.config, cluster=args.cluster, kubeconfig=args.kubeconfig,
                                  context=args.context, interfaces=args.interfaces, listen=args.listen,
-                                 events=args.events, flows=args.flows, format=args.format))
+                                 events=args.events, flows=args.flows, format=args.format,
+                                 with_policies=tuple(args.with_policies)))
     return agent.run()
 
 

@@ -85,6 +85,14 @@ class TlsConfig:
 
 
 @dataclass
+class PoliciesConfig:
+    staged: str = ""
+    """Candidate NetworkPolicies (a file or a folder of YAML/JSON) judged as if applied, on top of the
+    cluster's: a verdict they would change is a `policy-change` event and counted in
+    flowwarden_staged_verdict_changes_total. Empty: none. Re-read on SIGHUP; `run --with-policies` overrides it."""
+
+
+@dataclass
 class Config:
     flows: FlowConfig = field(default_factory=FlowConfig)
     events: EventConfig = field(default_factory=EventConfig)
@@ -92,6 +100,7 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    policies: PoliciesConfig = field(default_factory=PoliciesConfig)
     judges: list[str] = field(default_factory=lambda: ["netpol", "tls"])
     """Judges to run, by name."""
     source: str = "defaults"
@@ -155,4 +164,6 @@ def _coerce(value: Any, default: Any, *, source: str, name: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"{source}: {name}: expected a non-negative number, got {value!r}")
         return type(default)(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{source}: {name}: expected a string")
     return value

@@ -26,6 +26,7 @@ from agent.capture.conntrack import ConntrackReader, probe_conntrack
 from agent.capture.interfaces import RESCAN_EVERY, LinkMonitor, list_links, matches, parse_patterns
 from agent.capture.live import BATCH, LiveCapture, require_capture_permission
 from agent.config import Config, ConfigError, load_config
+from agent.evaluate import load_policy_files
 from agent.flows.merge import ConntrackMerge
 from agent.inventory.snapshot import load_cluster
 from agent.inventory.store import Store
@@ -55,6 +56,7 @@ class RunOptions:
     events: str | None = None
     flows: str | None = None
     format: str | None = None  # events as "text" or "json" (default: text on a terminal, json otherwise)
+    with_policies: tuple[str, ...] = ()  # staged candidates; over the config's policies.staged
 
 
 class JsonFormatter(logging.Formatter):
@@ -132,9 +134,10 @@ class Agent:
         self._flows_file = open(options.flows, "ab") if options.flows else None
         self.events = EventSink(self._events_out(), window=self.config.events.window,
                                 max_groups=self.config.events.max_groups)
-        self.metrics = MetricsSink(self.registry, max_namespaces=self.config.metrics.max_namespaces)
+        self.metrics = MetricsSink(self.registry, max_namespaces=self.config.metrics.max_namespaces, staged=True)
         sinks = [self.events, self.metrics] + ([FlowRecordSink(self._flows_file)] if self._flows_file else [])
-        self.pipeline = Pipeline(view=self.store, config=self.config, sinks=sinks)
+        self.pipeline = Pipeline(view=self.store, config=self.config, sinks=sinks,
+                                 candidates=self._staged(self.config))
         self.metrics.watch(self.pipeline.stats())
         self.pipeline.judges = self._timed(self.pipeline.judges)
         self.store.subscribe(self._on_change)
@@ -213,6 +216,14 @@ class Agent:
             names = ", ".join(sorted(link.name for link in links))
             raise ConfigError(f"--interfaces {self.options.interfaces}: no interface of this node matches "
                               f"(it has: {names})")
+
+    def _staged(self, config: Config) -> list:
+        """The staged candidate policies: `--with-policies`, else `policies.staged` (read again on SIGHUP)."""
+        paths = self.options.with_policies or ((config.policies.staged,) if config.policies.staged else ())
+        staged = load_policy_files(paths) if paths else []
+        if paths:
+            log.info("staged %d candidate policies from %s", len(staged), ", ".join(paths))
+        return staged
 
     def _patterns(self, config: Config) -> tuple[str, ...]:
         return parse_patterns(self.options.interfaces if self.options.interfaces else config.capture.interfaces)
@@ -328,9 +339,11 @@ class Agent:
         and the old one kept."""
         try:
             config = load_config(self.options.config)
+            staged = self._staged(config)
             with self.lock:  # judges read the store while they are built: no watch may change it meanwhile
-                self._apply(config, self._timed(build_judges(config, self.store)))
-        except ValueError as e:  # ConfigError, or a bad tls rule
+                self.pipeline.what_if = bool(staged)  # before the judges: it decides the compact table
+                self._apply(config, self._timed(build_judges(config, self.store, candidates=staged)))
+        except ValueError as e:  # ConfigError, a bad tls rule, a bad staged policy
             log.error("reload failed, keeping the running config: %s", e)
             return
         except Exception:

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, disable_created_metric
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.model import ANSWER, CLASSIFIED, Endpoint, Judged, is_violation
+from agent.model import ANSWER, CLASSIFIED, POLICY_CHANGE, Endpoint, Judged, is_violation
 
 NO_NAMESPACE = ""  # label value for ends that are not in a namespace (external, node)
 
@@ -75,7 +75,7 @@ OTHER_NAMESPACES = "_other"  # label value for namespaces past `max_namespaces`
 
 class MetricsSink:
     def __init__(self, registry: CollectorRegistry | None = None, stats: PipelineStats | None = None, *,
-                 max_namespaces: int = 1000):
+                 max_namespaces: int = 1000, staged: bool = False):
         self.registry = registry = registry if registry is not None else CollectorRegistry()
         self.max_namespaces = max_namespaces
         self._namespaces: set[str] = set()
@@ -89,6 +89,8 @@ class MetricsSink:
                             ("src_namespace", "dst_namespace"), registry=registry)
         self.tls = Counter("flowwarden_tls_connections_total", "TLS connections, by version.",
                            ("version", "dst_namespace"), registry=registry)
+        self.count_staged = staged  # the live agent's staged candidates (replay's what-if is in its summary)
+        self.staged: Counter | None = None  # registered at the first policy-change
         self._children: dict[tuple, Counter] = {}
 
     name = "metrics"
@@ -110,6 +112,13 @@ class MetricsSink:
                 self._inc(n, self.violations, f.kind, f.severity, src_ns, dst_ns)
                 if f.detail and f.detail.get("enforcement_gap"):
                     self._inc(n, self.gaps, src_ns, dst_ns)
+            elif f.kind == POLICY_CHANGE and f.detail and self.count_staged:
+                if self.staged is None:
+                    self.staged = Counter("flowwarden_staged_verdict_changes_total",
+                                          "Flows whose verdict the staged candidate policies would change "
+                                          "(policy-change events).", ("direction", "dst_namespace"),
+                                          registry=self.registry)
+                self._inc(n, self.staged, f"{f.detail['before']}->{f.detail['after']}", self._ns(judged.dst))
         if stage == CLASSIFIED and flow.tls is not None and flow.tls.version:
             self._inc(n, self.tls, flow.tls.version, self._ns(judged.dst))
 
@@ -140,7 +149,9 @@ class MetricsSink:
     def forget_namespace(self, namespace: str) -> None:
         """Drop the series of a deleted namespace, keeping label cardinality bounded."""
         self._namespaces.discard(namespace)
-        for counter in (self.violations, self.gaps, self.tls):
+        for counter in (self.violations, self.gaps, self.tls, self.staged):
+            if counter is None:
+                continue
             positions = [i for i, name in enumerate(counter._labelnames) if name.endswith("namespace")]
             for key in [k for k in self._children if k[0] == id(counter)
                         and any(k[1][i] == namespace for i in positions)]:
