@@ -148,7 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("pcaps", nargs="*", metavar="PCAP", help="captures, as replay reads them")
     g.add_argument("--flows", nargs="+", default=[], metavar="FILE",
                    help="flow records written by replay/run --flows, from any number of nodes; - is stdin")
-    g.add_argument("--cluster", required=True, help="cluster state file (kubectl get ... -o json, or flowwarden snapshot)")
+    g.add_argument("--cluster", required=True,
+                   help="cluster state file (kubectl get ... -o json, or flowwarden snapshot)")
     _allow_empty(g)
     g.add_argument("--max-prefix", default="24,64", metavar="V4[,V6]",
                    help="the widest ipBlock made of external addresses (default: 24,64)")

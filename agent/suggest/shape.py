@@ -53,6 +53,9 @@ class Rule:
     ports: dict[tuple[str, int], list] = field(default_factory=dict)  # (proto, number) -> [name, Usage]
     always: str | None = None  # why it is there even if unseen (DNS)
 
+    def port_list(self) -> list[dict]:
+        return [_port(number, protocol, name) for (protocol, number), (name, _) in sorted(self.ports.items())]
+
     def add(self, protocol: str, number: int, name: str | None, o: Observed | None) -> Usage:
         entry = self.ports.setdefault((protocol, number), [name, Usage()])
         if o is not None:
@@ -77,8 +80,7 @@ class Suggestion:
                              "labels": {SUGGESTED_LABEL: "true"}},
                 "spec": {"podSelector": {"matchLabels": dict(sorted(self.selector.items()))},
                          "policyTypes": [self.direction],
-                         key: [{peer_key: [r.peer], "ports": [_port(number, protocol, name) for (protocol, number), (name, _)
-                                                              in sorted(r.ports.items())]} for r in self.rules]}}
+                         key: [{peer_key: [r.peer], "ports": r.port_list()} for r in self.rules]}}
 
 
 @dataclass
