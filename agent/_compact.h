@@ -4,10 +4,12 @@
  * agent/_hotpath.c, after its Packet and Table. A new flow whose first packet
  * is a bare SYN or UDP starts here: a few dozen bytes, no Python object. The
  * pipeline remembers (agent/outcomes.py) the outcome of each flow it judged at
- * its answer, keyed by what decides it: the identity of each end (an address
- * the inventory knows: that address; any other: which of the policies' CIDRs
- * hold it), the port's class, the protocol, whether both ends are one address,
- * and the answer (established, refused, unanswered). A compact flow whose
+ * its answer, keyed by what decides it: each end's class (a flow without
+ * findings: what policies and TLS expectations can tell of it) or identity (a
+ * flow with findings: an address the inventory knows is itself; any other is
+ * which of the policies' CIDRs hold it), the port's class, the protocol,
+ * whether both ends are one address, and the answer (established, refused,
+ * unanswered). A compact flow whose
  * answer has a known outcome adds to that outcome's aggregate (count, times,
  * packets, bytes, the ports and sources an attempt group spreads over) and,
  * at its end, to the outcome's end count; the pipeline drains both after each
@@ -18,11 +20,11 @@
  *
  *   Compact()                                 the table, one per FlowTable (`FlowTable.compact`)
  *   configure(addresses, v4, v6, ports)       identities; forgets every outcome
- *   remember(src, dst, port, proto, state, first_seen, outcome, spread, plain_ok) -> bool
+ *   remember(src, dst, port, proto, state, first_seen, outcome, spread, plain_ok, tls_ok, by_class) -> bool
  *   forget()                                  forgets every outcome (the cluster changed)
  *   oldest(n) -> [first_seen]                 of the n oldest flows (FlowTable._evict merges both tables)
  *   forget_outcome(outcome)                   no new flow gets it (its event group ended)
- *   drain() -> [(outcome, count, first, last, packets, bytes, established, ends, ports, sources)]
+ *   drain() -> [(outcome, count, first, last, packets, bytes, established, ends, ports, sources, tls)]
  *   collect_sources(outcome, bool)            whether an attempt group still counts its sources
  *   expire(table, now), sweep(table, now), flush(table)   deadlines, idle ends, the end of a run
  */
@@ -30,24 +32,32 @@
 static PyTypeObject CompactType;
 
 enum { ST_ESTABLISHED = 1, ST_REFUSED = 2, ST_UNANSWERED = 3 };
-enum { CF_ESTABLISHED = 1, CF_CLOSED = 2, CF_FIN_FWD = 4, CF_FIN_REV = 8, CF_ANSWERED = 16, CF_CLASSIFIED = 32 };
+enum { CF_ESTABLISHED = 1, CF_CLOSED = 2, CF_FIN_FWD = 4, CF_FIN_REV = 8, CF_ANSWERED = 16, CF_CLASSIFIED = 32,
+       CF_SERVER_ISN = 64, CF_HELLO = 128 };
+/* model.TLS_VERSIONS, the names decode/tls.py gives (version_name) */
+static const char *TLS_NAMES[] = {"ssl2", "ssl3", "1.0", "1.1", "1.2", "1.3-draft", "1.3"};
+#define N_TLS (sizeof TLS_NAMES / sizeof *TLS_NAMES)
+#define CLASSIFY_BYTES 16384  /* flows/table.py: the first bytes of each direction kept to classify */
+#define MAX_RECORD 16384      /* decode/tls.py */
 #define PORT_OTHER 65536u       /* the class of every port no policy names */
 #define EXTERNAL_IDENT 0u       /* an address no CIDR and no inventory entry tells apart */
 
 typedef struct {
     uint32_t src, dst, port;
-    uint8_t proto, state, same, used;
+    uint8_t proto, state, same, by_class;  /* by_class: src and dst are class idents, else identities */
 } MemoKey;
 
 typedef struct {
     uint8_t key[37], klen, alen, proto, flags;
     uint32_t serial;  /* 0: a free slot */
     int32_t outcome;  /* once answered: the outcome its end is counted under */
-    uint32_t src, dst, port;
+    uint32_t src, dst, src_class, dst_class, port;
     uint8_t same;
     double first_seen, last_seen;
     uint64_t packets_src, bytes_src, packets_dst, bytes_dst;
-    uint32_t client_isn;
+    uint32_t client_isn, server_isn;
+    uint8_t *hello;       /* CF_HELLO: the client's first segment (a whole ClientHello), until the server's answer */
+    uint32_t hello_len;
 } CFlow;
 
 typedef struct {
@@ -55,6 +65,8 @@ typedef struct {
     double first, last;
     int established, spread, collect;
     int plain_ok;         /* no judge finds anything in a plaintext (non-TLS) first exchange of this key */
+    int tls_ok;           /* ... nor in a TLS one, whatever its version */
+    uint64_t tls[N_TLS];  /* TLS connections classified here, by version */
     uint8_t *ports;       /* attempt outcomes: a bit per destination port, made at the first hit */
     uint8_t *sources;     /* attempt outcomes: 16 bytes per source address since the last drain */
     uint8_t *alens;
@@ -62,7 +74,7 @@ typedef struct {
     int dead, lost;       /* dead: forgotten (its event group ended); lost: a source was not kept */
 } Aggregate;
 
-typedef struct { uint8_t addr[16]; uint8_t alen, used; uint32_t ident; double valid_from; } AddrSlot;
+typedef struct { uint8_t addr[16]; uint8_t alen, used; uint32_t ident, cls[2]; double valid_from; } AddrSlot;
 typedef struct { double when; uint32_t index, serial; } Due;
 
 typedef struct Compact {
@@ -74,7 +86,7 @@ typedef struct Compact {
     uint8_t port_named[65536];
     int configured;
     /* outcomes */
-    MemoKey *memo_keys; int32_t *memo_values; size_t memo_cap, memo_used;
+    MemoKey *memo_keys; int32_t *memo_values; size_t memo_cap, memo_used;  /* a value < 0: an empty slot */
     Aggregate *aggs; Py_ssize_t n_aggs;
     /* flows: a slab, an index of both keys (slot = index * 2 + reverse, -1 empty, -2 deleted) */
     CFlow *flows; uint32_t n_flows, flow_cap, *free_list, n_free, serial;
@@ -110,10 +122,16 @@ static AddrSlot *addr_find(Compact *c, const uint8_t *a, unsigned alen) {
     }
 }
 
-/* The identity of an address for a flow that started at `at`; 0xFFFFFFFF: not known here (Python decides). */
-static uint32_t ident_of(Compact *c, const uint8_t *a, unsigned alen, double at) {
+/* The identity and class of an address as the `dst` (1) or source (0) of a flow that started at `at`; 0 when
+ * not known here (Python decides). An address the inventory knows has its own identity and a class (its
+ * pod's: for policies, and as a destination for TLS expectations too); any other is its CIDR class. */
+static int ident_of(Compact *c, const uint8_t *a, unsigned alen, double at, int dst, uint32_t *ident,
+                    uint32_t *cls) {
     AddrSlot *s = addr_find(c, a, alen);
-    if (s != NULL) return at >= s->valid_from ? s->ident : 0xFFFFFFFFu;
+    if (s != NULL) {
+        *ident = s->ident, *cls = s->cls[dst];
+        return at >= s->valid_from;
+    }
     Py_ssize_t lo = 0, hi;
     if (alen == 4) {
         uint32_t v = u32be(a);
@@ -122,63 +140,63 @@ static uint32_t ident_of(Compact *c, const uint8_t *a, unsigned alen, double at)
             Py_ssize_t mid = (lo + hi) / 2;
             if (c->v4_lo[mid] <= v) lo = mid + 1; else hi = mid;
         }
-        return lo ? c->v4_ident[lo - 1] : EXTERNAL_IDENT;
+        *ident = *cls = lo ? c->v4_ident[lo - 1] : EXTERNAL_IDENT;
+        return 1;
     }
     hi = c->n_v6;
     while (lo < hi) {
         Py_ssize_t mid = (lo + hi) / 2;
         if (memcmp(c->v6_lo + 16 * mid, a, 16) <= 0) lo = mid + 1; else hi = mid;
     }
-    return lo ? c->v6_ident[lo - 1] : EXTERNAL_IDENT;
+    *ident = *cls = lo ? c->v6_ident[lo - 1] : EXTERNAL_IDENT;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- outcomes */
 
 static inline uint64_t memo_hash(const MemoKey *k) {
-    return mix64(((uint64_t)k->src << 32 | k->dst) ^ mix64((uint64_t)k->port << 24 | k->proto << 16 |
-                                                          k->state << 8 | k->same));
+    return mix64(((uint64_t)k->src << 32 | k->dst) ^ mix64((uint64_t)k->port << 32 | (uint64_t)k->proto << 24 |
+                                                          k->state << 16 | k->same << 8 | k->by_class));
 }
 
 static inline int memo_eq(const MemoKey *a, const MemoKey *b) {
     return a->src == b->src && a->dst == b->dst && a->port == b->port && a->proto == b->proto &&
-           a->state == b->state && a->same == b->same;
+           a->state == b->state && a->same == b->same && a->by_class == b->by_class;
 }
 
 static int32_t memo_get(Compact *c, const MemoKey *k) {
     if (c->memo_cap == 0) return -1;
     size_t mask = c->memo_cap - 1, i = memo_hash(k) & mask;
     for (;; i = (i + 1) & mask) {
-        if (!c->memo_keys[i].used) return -1;
-        if (memo_eq(&c->memo_keys[i], k)) {
-            int32_t o = c->memo_values[i];
-            return c->aggs[o].dead ? -1 : o;
-        }
+        int32_t o = c->memo_values[i];
+        if (o < 0) return -1;
+        if (memo_eq(&c->memo_keys[i], k)) return c->aggs[o].dead ? -1 : o;
     }
 }
 
 static int memo_put(Compact *c, MemoKey k, int32_t value) {
     if ((c->memo_used + 1) * 2 > c->memo_cap) {  /* grow (entries are never deleted, only all forgotten) */
         size_t cap = c->memo_cap ? c->memo_cap * 2 : 1024;
-        MemoKey *keys = PyMem_Calloc(cap, sizeof *keys);
-        int32_t *values = PyMem_Calloc(cap, sizeof *values);
+        MemoKey *keys = PyMem_Malloc(cap * sizeof *keys);
+        int32_t *values = PyMem_Malloc(cap * sizeof *values);
         if (keys == NULL || values == NULL) {
             PyMem_Free(keys), PyMem_Free(values);
             PyErr_NoMemory();
             return -1;
         }
+        memset(values, 0xFF, cap * sizeof *values);
         for (size_t i = 0; i < c->memo_cap; i++) {
-            if (!c->memo_keys[i].used) continue;
+            if (c->memo_values[i] < 0) continue;
             size_t j = memo_hash(&c->memo_keys[i]) & (cap - 1);
-            while (keys[j].used) j = (j + 1) & (cap - 1);
+            while (values[j] >= 0) j = (j + 1) & (cap - 1);
             keys[j] = c->memo_keys[i], values[j] = c->memo_values[i];
         }
         PyMem_Free(c->memo_keys), PyMem_Free(c->memo_values);
         c->memo_keys = keys, c->memo_values = values, c->memo_cap = cap;
     }
-    k.used = 1;
     size_t mask = c->memo_cap - 1, i = memo_hash(&k) & mask;
-    while (c->memo_keys[i].used && !memo_eq(&c->memo_keys[i], &k)) i = (i + 1) & mask;
-    if (!c->memo_keys[i].used) c->memo_used++;
+    while (c->memo_values[i] >= 0 && !memo_eq(&c->memo_keys[i], &k)) i = (i + 1) & mask;
+    if (c->memo_values[i] < 0) c->memo_used++;
     c->memo_keys[i] = k, c->memo_values[i] = value;
     return 0;
 }
@@ -192,7 +210,7 @@ static void aggs_free(Compact *c) {
 }
 
 static void memo_forget(Compact *c) {
-    if (c->memo_cap) memset(c->memo_keys, 0, c->memo_cap * sizeof *c->memo_keys);
+    if (c->memo_cap) memset(c->memo_values, 0xFF, c->memo_cap * sizeof *c->memo_values);
     c->memo_used = 0;
 }
 
@@ -232,9 +250,19 @@ static void apply_answer(Compact *c, CFlow *f, int32_t outcome) {
     f->flags |= CF_ANSWERED;
 }
 
-static MemoKey flow_memo_key(const CFlow *f, uint8_t state) {
-    MemoKey k = {f->src, f->dst, f->port, f->proto, state, f->same, 0};
+static MemoKey flow_memo_key(const CFlow *f, uint8_t state, int by_class) {
+    MemoKey k = {by_class ? f->src_class : f->src, by_class ? f->dst_class : f->dst, f->port, f->proto, state,
+                 f->same, (uint8_t)by_class};
     return k;
+}
+
+/* The outcome of a flow's answer: a class's (flows without findings), else its ends' own; -1 if none. */
+static int32_t flow_outcome(Compact *c, const CFlow *f, uint8_t state) {
+    MemoKey k = flow_memo_key(f, state, 1);
+    int32_t o = memo_get(c, &k);
+    if (o >= 0) return o;
+    k = flow_memo_key(f, state, 0);
+    return memo_get(c, &k);
 }
 
 /* An HTTP/1 request (RFC 9110 methods but CONNECT, which tunnels): decode/app.py calls it plaintext HTTP
@@ -246,6 +274,69 @@ static int http_request(const uint8_t *b, Py_ssize_t n) {
         if ((size_t)n >= len && memcmp(b, *m, len) == 0) return 1;
     }
     return 0;
+}
+
+/* decode/tls.py's parse_client_hello when the hello is one whole record (its fast path): 1 for a ClientHello,
+ * 0 for anything else (which Python then classifies). */
+static int client_hello(const uint8_t *d, Py_ssize_t size) {
+    if (size > CLASSIFY_BYTES) size = CLASSIFY_BYTES;
+    if (size < 9 || d[0] != 0x16 || d[1] != 3 || d[5] != 1) return 0;
+    Py_ssize_t record = u16(d + 3), end = 9 + ((Py_ssize_t)d[6] << 16 | u16(d + 7)), pos = 9;
+    if (!(end <= 5 + record && 5 + record <= size && record <= MAX_RECORD)) return 0;
+    if (pos + 35 > end) return 0;  /* _client_hello */
+    pos += 35 + d[pos + 34];
+    if (pos + 2 > end) return 0;
+    Py_ssize_t n = u16(d + pos);
+    pos += 2 + n;
+    if ((n & 1) || pos >= end) return 0;
+    pos += 1 + d[pos];
+    if (pos > end) return 0;
+    if (pos < end) {
+        if (pos + 2 > end) return 0;
+        Py_ssize_t ext_end = pos + 2 + u16(d + pos);
+        if (ext_end > end) return 0;
+        for (pos += 2; pos < ext_end; pos += 4 + u16(d + pos + 2))
+            if (pos + 4 > ext_end || pos + 4 + u16(d + pos + 2) > ext_end) return 0;
+    }
+    return 1;
+}
+
+/* decode/tls.py's parse_server_hello on its fast path, as an index of TLS_NAMES; -1 for anything else. */
+static int server_hello_version(const uint8_t *d, Py_ssize_t size) {
+    if (size > CLASSIFY_BYTES) size = CLASSIFY_BYTES;
+    if (size < 9 || d[0] != 0x16 || d[1] != 3 || d[5] != 2) return -1;
+    Py_ssize_t record = u16(d + 3), end = 9 + ((Py_ssize_t)d[6] << 16 | u16(d + 7)), pos = 9;
+    if (!(end <= 5 + record && end <= size && record <= MAX_RECORD)) return -1;
+    if (pos + 35 > end) return -1;  /* _server_hello */
+    unsigned version = u16(d + pos);
+    if (version == 0x0304) version = 0x7F00;
+    int draft = version >> 8 == 0x7F && (version & 0xFF) < 22;
+    pos += draft ? 34 : 35 + d[pos + 34];
+    if (pos + 3 - draft > end) return -1;
+    pos += 3 - draft;
+    if (pos < end) {
+        if (pos + 2 > end) return -1;
+        Py_ssize_t ext_end = pos + 2 + u16(d + pos);
+        if (ext_end > end) return -1;
+        for (pos += 2; pos < ext_end;) {
+            if (pos + 4 > ext_end) return -1;
+            unsigned type = u16(d + pos), n = u16(d + pos + 2);
+            pos += 4;
+            if (pos + n > ext_end) return -1;
+            if (type == 0x002B && n == 2) version = u16(d + pos);
+            pos += n;
+        }
+    }
+    if (version >> 8 == 0x7F || (version >= 0x7E01 && version <= 0x7E02)) return 5;
+    switch (version) {
+    case 0x0002: return 0;
+    case 0x0300: return 1;
+    case 0x0301: return 2;
+    case 0x0302: return 3;
+    case 0x0303: return 4;
+    case 0x0304: return 6;
+    default: return -1;  /* "0x...": left to Python */
+    }
 }
 
 /* ------------------------------------------------------------------ flows */
@@ -323,6 +414,8 @@ static void flow_free(Compact *c, CFlow *f) {
     index_remove(c, f->key, f->klen);
     const uint8_t *rk = slot_key(c, (int64_t)i * 2 + 1, buf, &klen);
     if (klen != f->klen || memcmp(rk, f->key, klen) != 0) index_remove(c, rk, klen);
+    PyMem_Free(f->hello);
+    f->hello = NULL;
     f->serial = 0;
     c->free_list[c->n_free++] = i;
     c->n_flows--;
@@ -358,7 +451,7 @@ static inline CFlow *due_flow(Compact *c, Due d) {
 
 /* A new compact flow for this packet (its sender initiated it); NULL with no exception: it cannot be. */
 static CFlow *flow_new(Compact *c, const Packet *p, const uint8_t *key, size_t klen, double ts,
-                       uint32_t src, uint32_t dst, uint32_t port) {
+                       const uint32_t ends[4], uint32_t port) {
     if (c->n_free == 0) {
         uint32_t cap = c->flow_cap ? c->flow_cap * 2 : 1024;
         CFlow *flows = PyMem_Realloc(c->flows, (size_t)cap * sizeof *flows);
@@ -383,7 +476,7 @@ static CFlow *flow_new(Compact *c, const Packet *p, const uint8_t *key, size_t k
     f->klen = (uint8_t)klen, f->alen = (uint8_t)p->alen, f->proto = (uint8_t)p->proto;
     f->serial = ++c->serial ? c->serial : ++c->serial;
     f->outcome = -1;
-    f->src = src, f->dst = dst, f->port = port;
+    f->src = ends[0], f->src_class = ends[1], f->dst = ends[2], f->dst_class = ends[3], f->port = port;
     f->same = memcmp(p->src, p->dst, p->alen) == 0;
     f->first_seen = f->last_seen = ts;
     f->client_isn = p->seq;
@@ -480,11 +573,13 @@ static PyObject *compact_configure(Compact *c, PyObject *args) {
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(addresses, &pos, &k, &v)) {
-        unsigned long ident;
+        unsigned long ident, src_cls, dst_cls;
         double valid_from;
         if (!PyBytes_Check(k) || (PyBytes_GET_SIZE(k) != 4 && PyBytes_GET_SIZE(k) != 16) ||
-            !PyArg_ParseTuple(v, "kd", &ident, &valid_from)) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "addresses: packed address -> (ident, valid_from)");
+            !PyArg_ParseTuple(v, "kkkd", &ident, &src_cls, &dst_cls, &valid_from)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError,
+                                "addresses: packed address -> (ident, class as source, class as destination, valid_from)");
             PyMem_Free(slots);
             return NULL;
         }
@@ -494,6 +589,7 @@ static PyObject *compact_configure(Compact *c, PyObject *args) {
         while (slots[i].used) i = (i + 1) & (cap - 1);
         memcpy(slots[i].addr, a, alen);
         slots[i].alen = (uint8_t)alen, slots[i].used = 1, slots[i].ident = (uint32_t)ident;
+        slots[i].cls[0] = (uint32_t)src_cls, slots[i].cls[1] = (uint32_t)dst_cls;
         slots[i].valid_from = valid_from;
     }
     PyMem_Free(c->addrs);
@@ -527,9 +623,9 @@ static PyObject *compact_remember(Compact *c, PyObject *args) {
     Py_buffer src, dst;
     unsigned port, proto, state;
     double first_seen;
-    int outcome, spread, plain_ok;
-    if (!PyArg_ParseTuple(args, "y*y*IIIdipp", &src, &dst, &port, &proto, &state, &first_seen, &outcome, &spread,
-                          &plain_ok))
+    int outcome, spread, plain_ok, tls_ok, by_class;
+    if (!PyArg_ParseTuple(args, "y*y*IIIdipppp", &src, &dst, &port, &proto, &state, &first_seen, &outcome, &spread,
+                          &plain_ok, &tls_ok, &by_class))
         return NULL;
     PyObject *result = NULL;
     if (src.len != dst.len || (src.len != 4 && src.len != 16) || port > 65535 || state < ST_ESTABLISHED ||
@@ -541,16 +637,17 @@ static PyObject *compact_remember(Compact *c, PyObject *args) {
         result = Py_NewRef(Py_False);
         goto done;
     }
-    uint32_t s = ident_of(c, src.buf, (unsigned)src.len, first_seen), d = ident_of(c, dst.buf, (unsigned)src.len, first_seen);
-    if (s == 0xFFFFFFFFu || d == 0xFFFFFFFFu) {
+    uint32_t s, s_cls, d, d_cls;
+    if (!ident_of(c, src.buf, (unsigned)src.len, first_seen, 0, &s, &s_cls) ||
+        !ident_of(c, dst.buf, (unsigned)src.len, first_seen, 1, &d, &d_cls)) {
         result = Py_NewRef(Py_False);
         goto done;
     }
-    MemoKey k = {s, d, c->port_named[port] ? port : PORT_OTHER, (uint8_t)proto, (uint8_t)state,
-                 memcmp(src.buf, dst.buf, src.len) == 0, 0};
+    MemoKey k = {by_class ? s_cls : s, by_class ? d_cls : d, c->port_named[port] ? port : PORT_OTHER,
+                 (uint8_t)proto, (uint8_t)state, memcmp(src.buf, dst.buf, src.len) == 0, (uint8_t)by_class};
     if (grow_aggs(c, (Py_ssize_t)outcome + 1) < 0 || memo_put(c, k, outcome) < 0) goto done;
     Aggregate *g = &c->aggs[outcome];
-    g->spread = spread, g->collect = spread, g->dead = 0, g->plain_ok = plain_ok;
+    g->spread = spread, g->collect = spread, g->dead = 0, g->plain_ok = plain_ok, g->tls_ok = tls_ok;
     result = Py_NewRef(Py_True);
 done:
     PyBuffer_Release(&src);
@@ -595,7 +692,20 @@ static PyObject *compact_drain(Compact *c, PyObject *noargs) {
     PyObject *out = PyList_New(0);
     for (Py_ssize_t i = 0; out != NULL && i < c->n_aggs; i++) {
         Aggregate *g = &c->aggs[i];
-        if (!g->count && !g->ends) continue;
+        uint64_t tls = 0;
+        for (size_t v = 0; v < N_TLS; v++) tls += g->tls[v];
+        if (!g->count && !g->ends && !tls) continue;
+        PyObject *versions = PyDict_New();
+        for (size_t v = 0; versions != NULL && v < N_TLS; v++) {
+            PyObject *n = g->tls[v] ? PyLong_FromUnsignedLongLong(g->tls[v]) : NULL;
+            if (g->tls[v] && (n == NULL || PyDict_SetItemString(versions, TLS_NAMES[v], n) < 0)) Py_CLEAR(versions);
+            Py_XDECREF(n);
+        }
+        memset(g->tls, 0, sizeof g->tls);
+        if (versions == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
         PyObject *ports = Py_NewRef(Py_None), *sources = Py_NewRef(Py_None);
         if (g->count && g->spread) {
             Py_SETREF(ports, g->ports ? PyBytes_FromStringAndSize((const char *)g->ports, 8192) : Py_NewRef(Py_None));
@@ -608,12 +718,13 @@ static PyObject *compact_drain(Compact *c, PyObject *noargs) {
             }
             if (g->ports) memset(g->ports, 0, 8192);
         }
-        PyObject *item = ports && sources ? Py_BuildValue("nKddKKOKOO", i, (unsigned long long)g->count, g->first,
+        PyObject *item = ports && sources ? Py_BuildValue("nKddKKOKOON", i, (unsigned long long)g->count, g->first,
                                                           g->last, (unsigned long long)g->packets,
                                                           (unsigned long long)g->bytes,
                                                           g->established ? Py_True : Py_False,
-                                                          (unsigned long long)g->ends, ports, sources)
+                                                          (unsigned long long)g->ends, ports, sources, versions)
                                           : NULL;
+        if (!(ports && sources)) Py_DECREF(versions);
         Py_XDECREF(ports), Py_XDECREF(sources);
         if (item == NULL || PyList_Append(out, item) < 0) Py_CLEAR(out);
         Py_XDECREF(item);
@@ -630,6 +741,7 @@ static PyObject *compact_counts(Compact *c, void *closure) {
 }
 
 static void compact_dealloc(Compact *c) {
+    for (uint32_t i = 0; i < c->flow_cap; i++) PyMem_Free(c->flows[i].serial ? c->flows[i].hello : NULL);
     PyMem_Free(c->addrs), PyMem_Free(c->v4_lo), PyMem_Free(c->v4_ident), PyMem_Free(c->v6_lo);
     PyMem_Free(c->v6_ident), PyMem_Free(c->memo_keys), PyMem_Free(c->memo_values);
     aggs_free(c);

@@ -572,6 +572,7 @@ done:
  * its first packet; returns the entry of the `forward` (initiator's) or reverse key (new reference). */
 static PyObject *promote(Table *t, Compact *c, CFlow *f, int forward) {
     CFlow cf = *f;
+    f->hello = NULL;  /* now cf's: freed below */
     c->started--;  /* FlowTable._started counts it */
     flow_free(c, f);
     unsigned a = cf.alen;
@@ -604,8 +605,10 @@ static PyObject *promote(Table *t, Compact *c, CFlow *f, int forward) {
         if (SLOT(flow, flow_slots[i]) == NULL) goto done;
     if (cf.proto == 6) {  /* a compact TCP flow began with a SYN: the client's ISN is known */
         PyObject *isn = PyLong_FromUnsignedLong(cf.client_isn);
-        track = isn ? PyObject_CallFunctionObjArgs((PyObject *)track_type, isn, Py_None, NULL) : NULL;
+        PyObject *server_isn = cf.flags & CF_SERVER_ISN ? PyLong_FromUnsignedLong(cf.server_isn) : Py_NewRef(Py_None);
+        track = isn && server_isn ? PyObject_CallFunctionObjArgs((PyObject *)track_type, isn, server_isn, NULL) : NULL;
         Py_XDECREF(isn);
+        Py_XDECREF(server_isn);
         if (track == NULL) goto done;
         slot_set(track, off_fins, PyLong_FromLong((cf.flags & CF_FIN_FWD ? 1 : 0) | (cf.flags & CF_FIN_REV ? 2 : 0)));
         if (SLOT(track, off_fins) == NULL) goto done;
@@ -617,10 +620,15 @@ static PyObject *promote(Table *t, Compact *c, CFlow *f, int forward) {
         goto done;
     if (PyDict_SetItem(t->flows, rkey, rev) < 0 || PyDict_SetItem(t->flows, key, fwd) < 0 ||
         call_void(t->started, PyTuple_Pack(1, fwd)) < 0 ||
-        ((cf.flags & CF_ANSWERED) && call_void(t->adopt, Py_BuildValue("Oi", fwd, (int)cf.outcome)) < 0))
+        ((cf.flags & CF_ANSWERED) && call_void(t->adopt, Py_BuildValue("Oi", fwd, (int)cf.outcome)) < 0) ||
+        /* the ClientHello held here, as the fold would have given it */
+        ((cf.flags & CF_HELLO) && call_void(t->payload, Py_BuildValue("OOky#", fwd, Py_True,
+                                                                      (unsigned long)(uint32_t)(cf.client_isn + 1),
+                                                                      cf.hello, (Py_ssize_t)cf.hello_len)) < 0))
         goto done;
     result = Py_NewRef(forward ? fwd : rev);
 done:
+    PyMem_Free(cf.hello);
     Py_XDECREF(key), Py_XDECREF(rkey), Py_XDECREF(src), Py_XDECREF(dst), Py_XDECREF(name);
     Py_XDECREF(flow), Py_XDECREF(track), Py_XDECREF(fwd), Py_XDECREF(rev);
     return result;
@@ -629,8 +637,7 @@ done:
 /* A compact flow ends: unanswered, it is judged so (its outcome, or in Python); then its end is counted. */
 static int compact_end(Table *t, Compact *c, CFlow *f) {
     if (!(f->flags & CF_ANSWERED)) {
-        MemoKey k = flow_memo_key(f, ST_UNANSWERED);
-        int32_t o = memo_get(c, &k);
+        int32_t o = flow_outcome(c, f, ST_UNANSWERED);
         if (o < 0) {
             PyObject *entry = promote(t, c, f, 1);
             int rc = entry ? call_void(t->end, PyTuple_Pack(1, entry)) : -1;
@@ -657,23 +664,41 @@ static Py_ssize_t compact_evict(Table *t, Compact *c, Py_ssize_t batch, double n
     return ended;
 }
 
-/* A packet of a compact flow: 1 when folded here, 0 when the flow was promoted (*entry set), -1 on error. */
+/* A packet of a compact flow: 1 when folded here, 0 when the flow was promoted (*entry set), -1 on error.
+ * Its first bytes stay here only when decode/app.py would decide them alike and no judge minds: an HTTP
+ * request, or a whole ClientHello answered by a whole ServerHello (the version is counted here). */
 static int compact_packet(Table *t, Compact *c, CFlow *f, int forward, const Packet *p, double ts,
                           PyObject **entry) {
     int refusal = p->proto == 6 && (p->flags & TCP_RST), payload = p->end > p->start;
     int answering = !forward && !(f->flags & CF_ANSWERED);
+    const uint8_t *data = p->frame + p->start;
+    Py_ssize_t len = p->end - p->start;
     int32_t o = 0;  /* < 0: promote */
+    int version = -1;
     if (p->proto == 6 && payload && !(f->flags & CF_CLASSIFIED)) {
-        /* First bytes: an answered connection whose key no judge minds in plaintext stays when they are an
-         * HTTP request; anything else is classified in Python (after its answer, if it had none). */
-        if ((f->flags & CF_ANSWERED) && forward && c->aggs[f->outcome].plain_ok &&
-            http_request(p->frame + p->start, p->end - p->start))
+        Aggregate *g = f->flags & CF_ANSWERED ? &c->aggs[f->outcome] : NULL;
+        if (g == NULL) {
+            o = -1;  /* bytes before the answer: classified in Python */
+        } else if (f->flags & CF_HELLO) {
+            /* more client bytes cannot change the answer; the server's first must be a ServerHello */
+            if (!forward && !((f->flags & CF_SERVER_ISN) && p->seq == (uint32_t)(f->server_isn + 1) &&
+                              (version = server_hello_version(data, len)) >= 0))
+                o = -1;
+        } else if (forward && p->seq == (uint32_t)(f->client_isn + 1) && g->plain_ok && http_request(data, len)) {
             f->flags |= CF_CLASSIFIED;
-        else
+        } else if (forward && p->seq == (uint32_t)(f->client_isn + 1) && g->tls_ok && client_hello(data, len)) {
+            if ((f->hello = PyMem_Malloc(len)) == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            memcpy(f->hello, data, len);
+            f->hello_len = (uint32_t)len;
+            f->flags |= CF_HELLO;
+        } else {
             o = -1;
+        }
     } else if (answering) {
-        MemoKey k = flow_memo_key(f, refusal ? ST_REFUSED : ST_ESTABLISHED);
-        o = memo_get(c, &k);
+        o = flow_outcome(c, f, refusal ? ST_REFUSED : ST_ESTABLISHED);
     }
     if (o < 0) {
         *entry = promote(t, c, f, forward);
@@ -685,11 +710,20 @@ static int compact_packet(Table *t, Compact *c, CFlow *f, int forward, const Pac
     } else {
         f->packets_dst++, f->bytes_dst += (uint64_t)p->total;
         if (!refusal) f->flags |= CF_ESTABLISHED;
+        if (p->proto == 6 && (p->flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK) && !payload &&
+            !(f->flags & CF_SERVER_ISN))
+            f->server_isn = p->seq, f->flags |= CF_SERVER_ISN;  /* FlowTable._server_start */
     }
     if (p->proto == 6 && (p->flags & (TCP_FIN | TCP_RST))) {
         if (p->flags & TCP_RST) f->flags |= CF_CLOSED;
         else f->flags |= forward ? CF_FIN_FWD : CF_FIN_REV;
         if ((f->flags & (CF_FIN_FWD | CF_FIN_REV)) == (CF_FIN_FWD | CF_FIN_REV)) f->flags |= CF_CLOSED;
+    }
+    if (version >= 0) {
+        c->aggs[f->outcome].tls[version]++;
+        f->flags = (f->flags & ~CF_HELLO) | CF_CLASSIFIED;
+        PyMem_Free(f->hello);
+        f->hello = NULL;
     }
     if (answering) apply_answer(c, f, o);
     return 1;
@@ -702,10 +736,12 @@ static int compact_start(Table *t, Compact *c, const Packet *p, const uint8_t *k
     if (p->proto == 6 ? (p->flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN || p->end > p->start
                       : p->proto != 17)
         return 0;
-    uint32_t s = ident_of(c, p->src, p->alen, ts), d = ident_of(c, p->dst, p->alen, ts);
-    if (s == 0xFFFFFFFFu || d == 0xFFFFFFFFu) return 0;
+    uint32_t ends[4];
+    if (!ident_of(c, p->src, p->alen, ts, 0, &ends[0], &ends[1]) ||
+        !ident_of(c, p->dst, p->alen, ts, 1, &ends[2], &ends[3]))
+        return 0;
     unsigned dport = u16(p->ports + 2);
-    CFlow *f = flow_new(c, p, key, klen, ts, s, d, c->port_named[dport] ? dport : PORT_OTHER);
+    CFlow *f = flow_new(c, p, key, klen, ts, ends, c->port_named[dport] ? dport : PORT_OTHER);
     if (f == NULL) return PyErr_Occurred() ? -1 : 0;
     f->packets_src = 1, f->bytes_src = (uint64_t)p->total;
     if ((Py_ssize_t)c->n_flows + PyDict_GET_SIZE(t->flows) / 2 > c->max_flows) {
@@ -993,8 +1029,7 @@ static PyObject *compact_walk(PyObject *args, int what) {
         while (rc == 0 && c->due_len && c->dues[c->due_head].when <= now) {
             CFlow *f = due_flow(c, ring_pop(c->dues, &c->due_head, &c->due_len, c->due_cap));
             if (f == NULL || (f->flags & CF_ANSWERED)) continue;
-            MemoKey k = flow_memo_key(f, ST_UNANSWERED);
-            int32_t o = memo_get(c, &k);
+            int32_t o = flow_outcome(c, f, ST_UNANSWERED);
             if (o >= 0) {
                 apply_answer(c, f, o);
                 continue;

@@ -29,13 +29,15 @@ same events, metrics and summary (tests/test_outcomes.py compares both).
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from agent.decode.hotpath import HOTPATH
 from agent.model import (
-    ANSWER, CLASSIFIED, END, EXTERNAL, POLICY_VIOLATION, TCP, UDP, Flow, Judged, Spread, is_violation)
+    AMBIGUOUS, ANSWER, APP_TLS, CLASSIFIED, END, EXTERNAL, POD, POLICY_VIOLATION, TCP, UDP, Flow, Judged, Spread,
+    TlsInfo, is_violation)
 
 if TYPE_CHECKING:
     from agent.pipeline import Pipeline
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 ESTABLISHED, REFUSED, UNANSWERED = 1, 2, 3  # agent/_compact.h's states
 PROTOCOL_NUMBERS = {TCP: 6, UDP: 17}
 CIDR_IDENTS = 1 << 31  # identities of CIDR classes; those of known addresses count from 1
+POD_CLASSES = 1 << 30  # classes of pods (what policies and TLS expectations can tell of them)
 MAX_OUTCOMES = 100_000  # past it nothing new is remembered until the cluster changes
 
 
@@ -78,20 +81,31 @@ class Outcomes:
         ports = bytearray(named)
         for port in view.declared_ports():  # a Service's target port, a pod's named port: told apart
             ports[port] = 1
-        addresses = {}
+        tls = self._judge("profile")
+        addresses, classes = {}, {}
         for ident, (ip, since) in enumerate(view.address_windows().items(), start=1):
-            addresses[socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)] = (ident, since)
+            as_src = as_dst = ident  # an address that is no pod is its own class
+            if engine is not None:
+                ep = view.endpoint(ip, since if since > -math.inf else 0.0)
+                if ep.kind == POD and ep.attribution != AMBIGUOUS:  # policies see a class; TLS rules more of a dst
+                    cls = engine.class_of(ep)
+                    as_src = classes.setdefault((cls,), POD_CLASSES + len(classes))
+                    as_dst = classes.setdefault((cls, tls.profile(ep) if tls is not None else ()),
+                                                POD_CLASSES + len(classes))
+            packed = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+            addresses[packed] = (ident, as_src, as_dst, since)
         v4, v6 = _intervals(networks, 4), _intervals(networks, 6)
         self._ports = bytes(ports)
         self.compact.configure(addresses, v4, v6, self._ports)
         self._stale = False
 
     def _engine(self):
-        for judge in self.pipeline.judges:
-            engine = getattr(getattr(judge, "inner", judge), "engine", None)
-            if engine is not None:
-                return engine
-        return None
+        judge = self._judge("engine")
+        return judge.engine if judge is not None else None
+
+    def _judge(self, having: str):
+        """The first judge (unwrapped) with the attribute: the NetworkPolicy engine's, the TLS judge."""
+        return next((j for j in (getattr(j, "inner", j) for j in self.pipeline.judges) if hasattr(j, having)), None)
 
     # --- the pipeline's calls ------------------------------------------------------------------
     def before_batch(self) -> None:
@@ -108,10 +122,11 @@ class Outcomes:
             return  # the event group names an address the key does not tell apart
         state = UNANSWERED if not flow.packets_dst else ESTABLISHED if flow.established else REFUSED
         spread = any(f.kind == POLICY_VIOLATION for f in findings) and not flow.established
-        plain_ok = (flow.protocol == TCP and flow.established and self._ports[flow.dst_port] and dst.kind != EXTERNAL
-                    and all(getattr(j, "silent_on_plaintext", lambda *_: False)(flow, src, dst)
-                            for j in self.pipeline.judges if getattr(j, "stage", CLASSIFIED) == CLASSIFIED))
-        what = (flow.verdict, src.kind, dst.kind, plain_ok) if not findings else (id(judged), )
+        plain_ok, tls_ok = (flow.protocol == TCP and flow.established and self._ports[flow.dst_port]
+                            and dst.kind != EXTERNAL and self._silent(f"silent_on_{first}", flow, src, dst)
+                            for first in ("plaintext", "tls"))
+        # Flows without findings share an outcome per what sinks read of them: kinds, the verdict, dst namespace.
+        what = (flow.verdict, src.kind, dst.kind, dst.namespace, plain_ok, tls_ok) if not findings else (id(judged),)
         outcome = self._ids.get(what)
         if outcome is None:
             outcome = len(self.outcomes)
@@ -125,7 +140,12 @@ class Outcomes:
         family = socket.AF_INET6 if ":" in flow.src_ip else socket.AF_INET
         self.compact.remember(socket.inet_pton(family, flow.src_ip), socket.inet_pton(family, flow.dst_ip),
                               flow.dst_port, PROTOCOL_NUMBERS[flow.protocol], state, flow.first_seen, outcome, spread,
-                              plain_ok)
+                              plain_ok, tls_ok, not findings)
+
+    def _silent(self, how: str, flow: Flow, src, dst) -> bool:
+        """Whether every judge of the classification would find nothing in such first bytes."""
+        return all(getattr(getattr(j, "inner", j), how, lambda *_: False)(flow, src, dst)
+                   for j in self.pipeline.judges if getattr(j, "stage", CLASSIFIED) == CLASSIFIED)
 
     def adopt(self, flow: Flow, outcome: int) -> None:
         """A compact flow whose answer was counted under `outcome` moves to the Python table: it is judged."""
@@ -136,7 +156,7 @@ class Outcomes:
         """What the compact table counted since the last drain, to the sinks as aggregates."""
         p = self.pipeline
         ip = p.table._ip
-        for o, count, first, last, packets, nbytes, established, ends, ports, sources in self.compact.drain():
+        for o, count, first, last, packets, nbytes, established, ends, ports, sources, tls in self.compact.drain():
             answer, verdict = self.outcomes[o]
             if count:
                 flow = replace(answer.flow, first_seen=first, last_seen=last, packets_src=packets, bytes_src=nbytes,
@@ -148,6 +168,9 @@ class Outcomes:
                 p.repeat(judged)
                 if spread is not None and spread.full:
                     self.compact.collect_sources(o, False)
+            for version, n in tls.items():  # TLS connections classified in the compact table
+                flow = replace(answer.flow, app=APP_TLS, tls=TlsInfo(version))
+                p.repeat(Judged(CLASSIFIED, flow, answer.src, answer.dst, (), n))
             if ends:
                 p.repeat(Judged(END, answer.flow, answer.src, answer.dst, (), ends), verdict=verdict)
 

@@ -173,6 +173,10 @@ class NetpolEngine:
             self._port_named = bytes(bits)
             self.clear_cache()
 
+    def class_of(self, ep: Endpoint) -> int:
+        """The class id of an end (see the module docstring): ends of one class get one verdict."""
+        return self._class(ep)
+
     def key_classes(self) -> tuple[tuple, bytes]:
         """What the cache keys tell apart: the policies' CIDRs and the ports they name by number (a byte
         per port); a port named by name is one a destination pod declares."""

@@ -160,9 +160,27 @@ class TlsJudge:
         if kind != "NetworkPolicy" and kind != "Node":
             self._requirements.clear()
 
+    def profile(self, dst: Endpoint) -> tuple:
+        """All that `requirement(dst, port)` reads of a pod but the port: pods with one profile have
+        the same requirement on every port (agent/outcomes.py groups them)."""
+        if dst.kind != POD or dst.namespace is None:
+            return (dst.kind, dst.ip)
+        tls_keys = lambda annotations: tuple(annotations.get(k) for k in TLS_ANNOTATIONS)  # noqa: E731
+        ns = self._view.namespace(dst.namespace)
+        ns_labels = {**(ns.labels if ns else {}), NAMESPACE_NAME_LABEL: dst.namespace}
+        services = sorted(tls_keys(s.annotations) for s in self._view.services_for_pod(dst.uid)) if dst.uid else []
+        rules = tuple((r.pod_match is None or r.pod_match(dst.labels), r.ns_match is None or r.ns_match(ns_labels),
+                       _in_networks(r, dst.ip)) for r in self._rules)
+        return (dst.namespace, tls_keys(dst.annotations), tuple(services),
+                tls_keys(ns.annotations) if ns is not None else None, rules)
+
     def silent_on_plaintext(self, flow: Flow, src: Endpoint, dst: Endpoint) -> bool:
         """Whether it would find nothing were the flow's first bytes plaintext (agent/outcomes.py)."""
         return flow.protocol != TCP or flow.mid_stream or not self._requirement(dst, flow.dst_port).required
+
+    def silent_on_tls(self, flow: Flow, src: Endpoint, dst: Endpoint) -> bool:
+        """... or TLS of any version."""
+        return flow.protocol != TCP or flow.mid_stream or self._requirement(dst, flow.dst_port).min_version is None
 
     def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
         if flow.protocol != TCP or flow.mid_stream or flow.app in NOT_JUDGED_APPS:
@@ -247,6 +265,16 @@ class TlsJudge:
             ns = self._view.namespace(dst.namespace)
             ns_labels = {**(ns.labels if ns else {}), NAMESPACE_NAME_LABEL: dst.namespace}
         return next((r for r in self._rules if r.matches(dst, port, ns_labels)), None)
+
+
+TLS_ANNOTATIONS = (REQUIRE_TLS_ANNOTATION, TLS_MIN_VERSION_ANNOTATION)
+
+
+def _in_networks(rule: TlsRule, address: str) -> bool | None:
+    if not rule.networks:
+        return None
+    ip = ipaddress.ip_address(address)
+    return any(ip in n for n in rule.networks) and not any(ip in n for n in rule.excepted)
 
 
 def _requires(value: str | None, port: int) -> bool:

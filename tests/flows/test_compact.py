@@ -12,11 +12,13 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from agent.config import Config, FlowConfig
 from agent.decode.hotpath import HOTPATH
@@ -175,3 +177,75 @@ def test_a_cluster_change_forgets_every_outcome():
     pipeline.feed(_scan(200.0, range(2000, 2100)))
     pipeline.finish()
     assert pipeline.totals.verdicts == {"deny": 100, "allow": 100}
+
+
+def _hello(client: bool) -> bytes:
+    """A TLS 1.3 ClientHello (SNI, supported_versions) or the ServerHello choosing 1.3, each one record."""
+    if client:
+        sni = struct.pack("!HHHBH", 0, 14, 12, 0, 9) + b"api.local"
+        ext = sni + struct.pack("!HHB", 43, 3, 2) + b"\x03\x04"
+        body = b"\x03\x03" + bytes(32) + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00" + struct.pack("!H", len(ext)) + ext
+        kind = 1
+    else:
+        body = b"\x03\x03" + bytes(32) + b"\x00" + b"\x13\x01" + b"\x00" + struct.pack("!HHHH", 6, 43, 2, 0x0304)
+        kind = 2
+    message = bytes([kind]) + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(message)) + message
+
+
+FIRST_BYTES = {  # what each connection's first bytes are: (client's segments, server's segments)
+    "tls": ([_hello(True)], [_hello(False)]),
+    "tls, split hello": ([_hello(True)[:20], _hello(True)[20:]], [_hello(False)]),
+    "tls, alert answer": ([_hello(True)], [b"\x15\x03\x03\x00\x02\x02\x28"]),
+    "tls, split answer": ([_hello(True)], [_hello(False)[:30], _hello(False)[30:]]),
+    "http": ([b"GET / HTTP/1.1\r\nHost: api\r\n\r\n"], [b"HTTP/1.1 200 OK\r\n\r\n"]),
+    "server first": ([b"EHLO client\r\n"], [b"220 api ESMTP\r\n"]),
+}
+
+
+def _connection(t: float, sport: int, client: list[bytes], server: list[bytes], server_first: bool) -> list:
+    frames = [(t, 1, tcp(FRONTEND_POD, sport, API_POD, 8080, S, seq=1000)),
+              (t + 1e-4, 1, tcp(API_POD, 8080, FRONTEND_POD, sport, SA, seq=5000))]
+    cseq, sseq, at = 1001, 5001, t + 2e-4
+    order = [(False, s) for s in server] + [(True, c) for c in client] if server_first else \
+        [(True, c) for c in client] + [(False, s) for s in server]
+    for from_client, data in order:
+        at += 1e-4
+        if from_client:
+            frames.append((at, 1, tcp(FRONTEND_POD, sport, API_POD, 8080, PA, seq=cseq, payload=data)))
+            cseq += len(data)
+        else:
+            frames.append((at, 1, tcp(API_POD, 8080, FRONTEND_POD, sport, PA, seq=sseq, payload=data)))
+            sseq += len(data)
+    return frames
+
+
+def _tls_metric(registry) -> dict:
+    return {tuple(s.labels.items()): s.value for m in registry.collect() if m.name == "flowwarden_tls_connections"
+            for s in m.samples if s.name.endswith("_total")}
+
+
+@compiled
+def test_first_bytes_are_decided_here_only_when_python_would_decide_them_alike():
+    results = []
+    for compact in (True, False):
+        registry = CollectorRegistry()
+        events = io.BytesIO()
+        pipeline = Pipeline(view=load_cluster(SCENARIO / "cluster.json"), config=Config(),
+                            sinks=[EventSink(events), MetricsSink(registry), SummarySink()])
+        pipeline.compact(compact)
+        frames, t = [], 100.0
+        for i in range(20):  # every shape, repeated: the first of a key teaches, the others repeat
+            for j, (name, (client, server)) in enumerate(FIRST_BYTES.items()):
+                frames += _connection(t, 20000 + 10 * i + j, client, server, server_first=name == "server first")
+                t += 0.01
+        pipeline.feed(sorted(frames, key=lambda f: f[0]))
+        python_flows = pipeline.table.flows_started
+        pipeline.finish()
+        results.append((events.getvalue(), _tls_metric(registry), pipeline.totals, python_flows))
+    (events, tls, totals, in_python), (want_events, want_tls, want_totals, _) = results
+    assert (events, tls, totals) == (want_events, want_tls, want_totals)
+    assert tls == {(("version", "1.3"), ("dst_namespace", "api")): 60}  # tls, split hello, split answer
+    # The first connection taught the outcome; of the others, whole hellos and HTTP requests stayed compact,
+    # the split or odd first bytes (split hello, alert, split answer, server first) went to Python.
+    assert in_python == 1 + 20 * 4
