@@ -78,10 +78,12 @@ class Outcomes:
     def _configure(self) -> None:
         view, engine = self.pipeline.view, self._engine()
         networks, named = engine.key_classes() if engine is not None else ((), bytes(65536))
-        ports = bytearray(named)
-        for port in view.declared_ports():  # a Service's target port, a pod's named port: told apart
-            ports[port] = 1
         tls = self._judge("profile")
+        tls_networks, tls_ports = tls.key_classes() if tls is not None else ((), ())
+        networks = tuple(dict.fromkeys(networks + tls_networks))
+        ports = bytearray(named)
+        for port in (*view.declared_ports(), *tls_ports):  # a Service's target port, a pod's named port
+            ports[port] = 1
         addresses, classes = {}, {}
         for ident, (ip, since) in enumerate(view.address_windows().items(), start=1):
             as_src = as_dst = ident  # an address that is no pod is its own class
@@ -122,9 +124,11 @@ class Outcomes:
             return  # the event group names an address the key does not tell apart
         state = UNANSWERED if not flow.packets_dst else ESTABLISHED if flow.established else REFUSED
         spread = any(f.kind == POLICY_VIOLATION for f in findings) and not flow.established
-        plain_ok, tls_ok = (flow.protocol == TCP and flow.established and self._ports[flow.dst_port]
-                            and dst.kind != EXTERNAL and self._silent(f"silent_on_{first}", flow, src, dst)
-                            for first in ("plaintext", "tls"))
+        # A port of "any other" class keeps its TLS expectations only outside the inventory (TLS rules alone
+        # apply there, and their ports and networks are classes of their own); a pod's annotations may name it.
+        plain_ok, tls_ok = (flow.protocol == TCP and flow.established
+                            and (self._ports[flow.dst_port] or dst.kind == EXTERNAL)
+                            and self._silent(f"silent_on_{first}", flow, src, dst) for first in ("plaintext", "tls"))
         # Flows without findings share an outcome per what sinks read of them: kinds, the verdict, dst namespace.
         what = (flow.verdict, src.kind, dst.kind, dst.namespace, plain_ok, tls_ok) if not findings else (id(judged),)
         outcome = self._ids.get(what)

@@ -174,6 +174,12 @@ class TlsJudge:
         return (dst.namespace, tls_keys(dst.annotations), tuple(services),
                 tls_keys(ns.annotations) if ns is not None else None, rules)
 
+    def key_classes(self) -> tuple[tuple, frozenset[int]]:
+        """The networks and ports its rules name: an address outside the inventory, or a port none
+        names, has the same requirement as every other in its class (agent/outcomes.py)."""
+        return (tuple(n for r in self._rules for n in (*r.networks, *r.excepted)),
+                frozenset(p for r in self._rules for p in r.ports or ()))
+
     def silent_on_plaintext(self, flow: Flow, src: Endpoint, dst: Endpoint) -> bool:
         """Whether it would find nothing were the flow's first bytes plaintext (agent/outcomes.py)."""
         return flow.protocol != TCP or flow.mid_stream or not self._requirement(dst, flow.dst_port).required
