@@ -23,7 +23,7 @@ from agent.config import ConfigError, load_config
 from agent.evaluate import evaluate_lines, load_policy_files, policy_files
 from agent.inventory.objects import ObjectError
 from agent.inventory.snapshot import ClusterFileError, check_usable, describe_kinds, load_cluster
-from agent.judges.netpol import NetpolEngine, PolicyError, validate_policy
+from agent.judges.netpol import PolicyError, validate_policy
 from agent.model import ALLOW, DENY, UNKNOWN
 from agent.pipeline import Pipeline, settle_heap
 from agent.sinks.events import EventSink, FlowRecordSink
@@ -370,15 +370,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     view = _load_view(args)
     with _user_errors():
         candidates = load_policy_files(args.with_policies) if args.with_policies else []
-        engine = NetpolEngine(view, extra_policies=candidates)
-        before = NetpolEngine(view) if candidates and args.explain else None
         source = sys.stdin.buffer if args.flows == "-" else open(args.flows, "rb")
         out = sys.stdout.buffer
         with source:
             try:
-                denied = evaluate_lines(engine, view, source, out, explain=args.explain, at=time.time(),
+                denied = evaluate_lines(view, source, out, explain=args.explain, at=time.time(),
                                         text=(args.format or default_format(out)) == "text",
-                                        colour=use_colour(out), keep=_event_filter(args), before=before)
+                                        colour=use_colour(out), keep=_event_filter(args), candidates=candidates)
             except ValueError as e:  # a bad line: name the input it is in
                 raise UserError(f"{'stdin' if args.flows == '-' else args.flows}: {_one_line(e)}") from e
     return 1 if args.check and denied else 0

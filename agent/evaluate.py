@@ -1,9 +1,11 @@
 """`flowwarden evaluate`: judge flows given as JSON Lines, and load what-if policies.
 
-Entry at the judges stage (no capture): each input line is a flow, both ends
-are attributed through the ClusterView, the NetpolEngine decides, and one
-JSON line (or an `--explain` text block) is written per input line. Also
-loads candidate NetworkPolicies for `--with-policies` (evaluate and replay).
+A flow source (no capture): each input line is a flow known by its metadata,
+given to the same pipeline as captured flows (`Pipeline.judge_flow`: ends
+attributed through the ClusterView, judged by the NetworkPolicy judge in its
+every-verdict mode) and written by its own sink (`VerdictSink`), one JSON line
+(or an `--explain` text block) per input line. Also loads candidate NetworkPolicies
+for `--with-policies` (evaluate, replay and run).
 """
 from __future__ import annotations
 
@@ -14,8 +16,12 @@ from typing import BinaryIO, Iterable, Mapping, Sequence
 import orjson
 import yaml
 
-from agent.judges.netpol import Decision, NetpolEngine, PolicyError, describe, validate_policy
-from agent.model import DENY, JUDGED_PROTOCOLS, TCP, ClusterView, Endpoint, NetworkPolicy
+from agent.config import Config
+from agent.judges.netpol import Decision, PolicyError, describe, validate_policy
+from agent.judges.netpol_judges import NetpolJudge
+from agent.model import (
+    ANSWER, DENY, JUDGED_PROTOCOLS, POLICY_VERDICT, TCP, ClusterView, Endpoint, Flow, Judged, NetworkPolicy)
+from agent.pipeline import Pipeline
 from agent.sinks.events import endpoint_record
 from agent.sinks.text import EventFilter, verdict_text
 
@@ -103,41 +109,26 @@ def _to_policy(obj: Mapping, *, file: Path) -> NetworkPolicy:
 
 # -- evaluating flows ---------------------------------------------------------------
 
-def evaluate_lines(engine: NetpolEngine, view: ClusterView, lines: Iterable[str | bytes],
-                   out: BinaryIO, *, explain: bool, at: float, text: bool = False, colour: bool = False,
-                   keep: EventFilter | None = None, before: NetpolEngine | None = None) -> int:
-    """Judge every flow line, writing one result per line (JSON, `text`, or an `explain` block).
+def evaluate_lines(view: ClusterView, lines: Iterable[str | bytes], out: BinaryIO, *, explain: bool, at: float,
+                   text: bool = False, colour: bool = False, keep: EventFilter | None = None,
+                   candidates: Sequence[NetworkPolicy] = ()) -> int:
+    """Judge every flow line through the pipeline, writing one result per line (JSON, `text`, or an
+    `explain` block; with `candidates`, the verdict after them, and `explain` shows before → after).
 
-    With `before` (the engine without the candidate policies), `explain` shows
-    the verdict before → after. Returns the number of denies (all of them,
-    whatever `keep` shows). Blank
-    lines are skipped; a malformed line raises ValueError naming its number.
+    Returns the number of denies (all of them, whatever `keep` shows). Blank lines are skipped; a
+    malformed line raises ValueError naming its number.
     """
-    denied = 0
+    judges = [NetpolJudge(view, extra_policies=candidates, every_verdict="after")]
+    if candidates and explain:
+        judges.append(NetpolJudge(view, every_verdict="before"))
+    verdicts = VerdictSink(out, explain=explain, text=text, colour=colour, keep=keep)
+    pipeline = Pipeline(view=view, config=Config(), sinks=[verdicts], judges=judges)
     for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        src_ip, src_port, dst_ip, dst_port, protocol = parse_flow_line(line, number=number)
-        src, dst = view.endpoint(src_ip, at), view.endpoint(dst_ip, at)
-        decision = engine.decide_flow(src, dst, dst_port, protocol)
-        denied += decision.verdict == DENY
-        record = {"verdict": decision.verdict,
-                  "src": endpoint_record(src, src_port), "dst": endpoint_record(dst, dst_port),
-                  "egress": decision.egress.as_dict(), "ingress": decision.ingress.as_dict(),
-                  "policies": list(decision.policies), "reasons": list(decision.reasons)}
-        if keep and not keep.keeps_verdict(record):
-            continue
-        if explain and before is not None:
-            out.write(before_after_text(before.decide_flow(src, dst, dst_port, protocol), decision,
-                                        src=src, dst=dst, port=dst_port, protocol=protocol).encode())
-        elif explain:
-            out.write(explain_text(decision, src=src, dst=dst, port=dst_port,
-                                   protocol=protocol).encode())
-        elif text:
-            out.write(verdict_text({**record, "protocol": protocol}, colour=colour).encode())
-        else:
-            out.write(orjson.dumps(record) + b"\n")
-    return denied
+        if line.strip():
+            src_ip, src_port, dst_ip, dst_port, protocol = parse_flow_line(line, number=number)
+            pipeline.judge_flow(Flow(protocol, src_ip, src_port, dst_ip, dst_port, at, at))
+    pipeline.finish()
+    return verdicts.denied
 
 
 def parse_flow_line(line: str | bytes, *, number: int) -> tuple[str, int | None, str, int, str]:
@@ -174,6 +165,46 @@ def parse_flow_line(line: str | bytes, *, number: int) -> tuple[str, int | None,
 
 def _is_port(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+class VerdictSink:
+    """`evaluate`'s renderer: told of the `policy-verdict` findings of every flow, it writes one JSON line
+    per flow (`text`: one line; `explain`: a headline and a reason per line, or before → after)."""
+    name = "verdicts"
+    stages = frozenset((ANSWER,))
+
+    def __init__(self, out: BinaryIO, *, explain: bool = False, text: bool = False, colour: bool = False,
+                 keep: EventFilter | None = None):
+        self.out, self.explain, self.text, self.colour, self.keep = out, explain, text, colour, keep
+        self.denied = 0  # every deny, whatever `keep` shows
+
+    def emit(self, judged: Judged) -> None:
+        verdicts = {f.detail["as"]: f.detail["decision"] for f in judged.findings if f.kind == POLICY_VERDICT}
+        if "after" not in verdicts:
+            return
+        flow, src, dst, decision = judged.flow, judged.src, judged.dst, verdicts["after"]
+        self.denied += decision.verdict == DENY
+        record = {"verdict": decision.verdict,
+                  "src": endpoint_record(src, flow.src_port), "dst": endpoint_record(dst, flow.dst_port),
+                  "egress": decision.egress.as_dict(), "ingress": decision.ingress.as_dict(),
+                  "policies": list(decision.policies), "reasons": list(decision.reasons)}
+        if self.keep and not self.keep.keeps_verdict(record):
+            return
+        where = {"src": src, "dst": dst, "port": flow.dst_port, "protocol": flow.protocol}
+        if self.explain and "before" in verdicts:
+            self.out.write(before_after_text(verdicts["before"], decision, **where).encode())
+        elif self.explain:
+            self.out.write(explain_text(decision, **where).encode())
+        elif self.text:
+            self.out.write(verdict_text({**record, "protocol": flow.protocol}, colour=self.colour).encode())
+        else:
+            self.out.write(orjson.dumps(record) + b"\n")
+
+    def flush(self, now: float) -> None:
+        self.out.flush()
+
+    def close(self) -> None:
+        self.out.flush()
 
 
 def before_after_text(before: Decision, after: Decision, *, src: Endpoint, dst: Endpoint, port: int,

@@ -20,6 +20,7 @@ POLICY_VIOLATION = "policy-violation"
 PLAINTEXT = "plaintext"
 TLS_VERSION = "tls-version"
 POLICY_CHANGE = "policy-change"  # what candidate policies would change: reported, never a violation
+POLICY_VERDICT = "policy-verdict"  # `evaluate`: every flow's NetworkPolicy verdict, explained; never a violation
 
 # The points of a connection's life where judges speak (Judge.stage) and sinks are told (Judged.stage).
 START = "start"  # first packet: what the 5-tuple alone decides
@@ -292,7 +293,7 @@ class Finding:
 
 def is_violation(finding: Finding) -> bool:
     """Violations are counted and alerted on; a what-if `policy-change` is only reported."""
-    return finding.kind != POLICY_CHANGE
+    return finding.kind != POLICY_CHANGE and finding.kind != POLICY_VERDICT
 
 
 def verdict_of(findings: Sequence[Finding], *, synced: bool) -> str:

@@ -2,8 +2,7 @@
 
 The only module that knows the stage order. `replay` and the live agent build a
 `Pipeline` and feed it batches of frames; everything after the entry is one code
-path (`evaluate` still asks the NetworkPolicy engine directly: it explains
-allowed flows too, which no judge reports).
+path (`evaluate` enters with flows known by their metadata: `judge_flow`).
 
 A connection is judged at the earliest point of its life where each verdict is
 known (STYLE §5): the flow table reports its answer (or its silence after
@@ -27,7 +26,7 @@ from agent.judges import build_judges
 from agent.outcomes import Outcomes
 from agent.sinks.metrics import PipelineStats
 from agent.model import (
-    ACTIVE, ANSWER, CLASSIFIED, END, POLICY_CHANGE, START, UNKNOWN, ClusterView, Endpoint, Finding, Flow,
+    ACTIVE, ANSWER, CLASSIFIED, END, POLICY_CHANGE, POLICY_VERDICT, START, UNKNOWN, ClusterView, Endpoint, Finding, Flow,
     Judge, Judged, NetworkPolicy, Sink, is_violation, verdict_of,
 )
 
@@ -185,6 +184,13 @@ class Pipeline:
             except Exception:
                 self.failed("sink", _name(sink))
 
+    def judge_flow(self, flow: Flow) -> None:
+        """A flow known by its metadata alone (`evaluate`): its start and answer are judged, then it ends."""
+        if self._by_stage[START]:
+            self.start(flow)
+        self.answer(flow)
+        self.end(flow, None)
+
     # --- the stages of a connection's life (the flow table's callbacks) -------------
     def start(self, flow: Flow) -> None:
         ends = self._ends(flow)
@@ -252,6 +258,8 @@ class Pipeline:
         if findings:
             t = self.totals
             for f in findings:
+                if f.kind == POLICY_VERDICT:
+                    continue
                 if f.kind == POLICY_CHANGE:
                     key = f"{f.detail['before']}->{f.detail['after']}"
                     t.what_if[key] = t.what_if.get(key, 0) + 1

@@ -11,7 +11,7 @@ import pytest
 
 from agent.evaluate import evaluate_lines, load_policy_files
 from agent.sinks.events import endpoint_record
-from agent.judges.netpol import NetpolEngine, PolicyError
+from agent.judges.netpol import PolicyError
 from agent.model import Endpoint
 
 
@@ -101,20 +101,19 @@ def test_a_missing_policy_path_is_an_error(tmp_path):
         load_policy_files([str(tmp_path / "nope.yaml")])
 
 
-def run(engine, view, lines, *, explain=False):
+def run(view, lines, *, explain=False, candidates=()):
     out = io.BytesIO()
-    evaluate_lines(engine, view, lines, out, explain=explain, at=0.0)
+    evaluate_lines(view, lines, out, explain=explain, at=0.0, candidates=candidates)
     return out.getvalue()
 
 
 def test_every_flow_line_gets_one_verdict_line_in_order(cluster, tmp_path):
     (tmp_path / "p.yaml").write_text(MULTI_DOC)
     cluster.add_policy(load_policy_files([str(tmp_path)])[0])
-    engine = NetpolEngine(cluster)
     lines = [b'{"src_ip": "10.0.0.5", "dst_ip": "10.0.1.3", "dst_port": 5432, "protocol": "TCP", "src_port": 40000}\n',
              "\n",
              '{"src_ip": "10.0.2.9", "dst_ip": "10.0.1.3", "dst_port": 5432}']
-    first, second = [orjson.loads(x) for x in run(engine, cluster, lines).splitlines()]
+    first, second = [orjson.loads(x) for x in run(cluster, lines).splitlines()]
     assert first["verdict"] == "deny" and second["verdict"] == "allow"
     assert first["src"] == {"ip": "10.0.0.5", "port": 40000, "kind": "pod", "namespace": "web",
                             "pod": "frontend-7d9", "uid": "uid-web-frontend-7d9", "node": None,
@@ -130,7 +129,7 @@ def test_every_flow_line_gets_one_verdict_line_in_order(cluster, tmp_path):
 def test_explain_prints_the_reasons_as_text(cluster, tmp_path):
     (tmp_path / "p.yaml").write_text(MULTI_DOC)
     cluster.add_policy(load_policy_files([str(tmp_path)])[0])
-    text = run(NetpolEngine(cluster), cluster,
+    text = run(cluster,
                ['{"src_ip": "10.0.0.5", "dst_ip": "10.0.1.3", "dst_port": 5432, "protocol": "TCP"}'],
                explain=True).decode()
     assert text.splitlines() == [
@@ -142,8 +141,8 @@ def test_explain_prints_the_reasons_as_text(cluster, tmp_path):
 def test_with_policies_changes_the_verdict_of_a_what_if_run(cluster, tmp_path):
     (tmp_path / "lock.json").write_bytes(orjson.dumps(POLICY_LIST_JSON))
     line = ['{"src_ip": "10.0.2.9", "dst_ip": "10.0.0.5", "dst_port": 80, "protocol": "TCP"}']
-    before = orjson.loads(run(NetpolEngine(cluster), cluster, line))
-    after = orjson.loads(run(NetpolEngine(cluster, extra_policies=load_policy_files([str(tmp_path)])), cluster, line))
+    before = orjson.loads(run(cluster, line))
+    after = orjson.loads(run(cluster, line, candidates=load_policy_files([str(tmp_path)])))
     assert (before["verdict"], after["verdict"]) == ("allow", "deny")
     assert after["policies"] == ["web/lock"]
 
@@ -159,7 +158,7 @@ def test_with_policies_changes_the_verdict_of_a_what_if_run(cluster, tmp_path):
 def test_a_bad_flow_line_is_an_error_naming_its_line_number(cluster, line, message):
     ok = '{"src_ip": "10.0.0.1", "dst_ip": "10.0.0.2", "dst_port": 80}'
     with pytest.raises(ValueError) as caught:
-        run(NetpolEngine(cluster), cluster, [ok, line])
+        run(cluster, [ok, line])
     assert message in str(caught.value)
 
 

@@ -11,7 +11,8 @@ from typing import Sequence
 
 from agent.judges.netpol import Decision, NetpolEngine
 from agent.model import (
-    ALLOW, ANSWER, CRITICAL, DENY, INFO, JUDGED_PROTOCOLS, POLICY_CHANGE, POLICY_VIOLATION, WARNING, ClusterView,
+    ALLOW, ANSWER, CRITICAL, DENY, INFO, JUDGED_PROTOCOLS, POLICY_CHANGE, POLICY_VERDICT, POLICY_VIOLATION, WARNING,
+    ClusterView,
     Endpoint, Finding, Flow, NetworkPolicy)
 
 
@@ -27,12 +28,22 @@ class NetpolJudge:
     compact_safe = True  # its verdict is decided by the compact table's key (agent/outcomes.py)
 
     def __init__(self, view: ClusterView, *, engine: NetpolEngine | None = None,
-                 extra_policies: Sequence[NetworkPolicy] = ()):
+                 extra_policies: Sequence[NetworkPolicy] = (), every_verdict: str | None = None):
         self.view = view
         self.engine = engine if engine is not None else NetpolEngine(
             view, extra_policies=extra_policies)
+        # `evaluate`: a `policy-verdict` finding for every flow, allowed or not, tagged with this label
+        # ("after" the candidate policies, or "before" them), instead of findings for denials alone.
+        self.every_verdict = every_verdict
+        if every_verdict:
+            self.name = f"netpol-{every_verdict}"
+            self.compact_safe = False
 
     def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
+        if self.every_verdict and flow.protocol in JUDGED_PROTOCOLS:  # the state as given, synced or not
+            decision = self.engine.decide_flow(src, dst, flow.dst_port, flow.protocol)
+            return [Finding(kind=POLICY_VERDICT, severity=INFO, policies=decision.policies, reasons=decision.reasons,
+                            detail={"as": self.every_verdict, "decision": decision})]
         if not self.view.synced or flow.protocol not in JUDGED_PROTOCOLS:
             return []
         decision = self.engine.decide_flow(src, dst, flow.dst_port, flow.protocol, explain=False)
