@@ -101,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--events", help="write events here (default: stdout)")
     r.add_argument("--metrics", help="write Prometheus metrics (text format) here")
     r.add_argument("--flows", help="write every flow as a JSON line here")
+    r.add_argument("--node", help="judge as the agent of this node would (a capture taken on it): only its "
+                   "pods' policy sides, no transit (default: every flow, whole)")
     _with_policies(r)
     _output_args(r)
     _filter_args(r)
@@ -137,8 +139,16 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("--with-policies", action="append", default=[], metavar="PATH",
                    help="staged candidate NetworkPolicies, a file or a folder (repeatable; over policies.staged): "
                    "policy-change events for the verdicts they would change; SIGHUP reloads them")
+    n.add_argument("--node", help="the node this agent judges for: its pods' policy sides (default: $NODE_NAME, "
+                   "else the node whose InternalIP or name is this host's, else every flow, whole)")
     _output_args(n)
     n.set_defaults(command=cmd_run)
+
+    m = sub.add_parser("merge", help="one line per connection from the events of many agents",
+                       description="Read the events many agents wrote (as a log stack collected them) and write "
+                       "each connection's findings once, both nodes' sides combined, as JSON Lines.")
+    m.add_argument("files", nargs="+", metavar="EVENTS", help="events files (JSON Lines); - is standard input")
+    m.set_defaults(command=cmd_merge)
 
     g = sub.add_parser("suggest", help="propose NetworkPolicies from observed traffic, with a proof",
                        formatter_class=raw, epilog=SUGGEST_EPILOG,
@@ -328,13 +338,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         metrics = MetricsSink(max_namespaces=config.metrics.max_namespaces)
         fmt = args.format or default_format(events_out)
         written_to = TextWriter(events_out, colour=use_colour(events_out)) if fmt == "text" else events_out
-        events = EventSink(written_to, window=config.events.window, max_groups=config.events.max_groups)
+        events = EventSink(written_to, window=config.events.window, max_groups=config.events.max_groups,
+                           node=args.node)
         keep = _event_filter(args)
         counted = SummarySink()
         sinks = [FilteredSink(events, keep) if keep else events, metrics, counted]
         if flows_out:
-            sinks.append(FlowRecordSink(flows_out))
-        pipeline = Pipeline(view=view, config=config, sinks=sinks, candidates=candidates)
+            sinks.append(FlowRecordSink(flows_out, node=args.node))
+        pipeline = Pipeline(view=view, config=config, sinks=sinks, candidates=candidates, node=args.node)
         metrics.watch(pipeline.stats())
         settle_heap()
         progress = Progress(sys.stderr, total_bytes=sum(file_size(p) for p in captures))
@@ -394,8 +405,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         agent = Agent(RunOptions(config=args.config, cluster=args.cluster, kubeconfig=args.kubeconfig,
                                  context=args.context, interfaces=args.interfaces, listen=args.listen,
                                  events=args.events, flows=args.flows, format=args.format,
-                                 with_policies=tuple(args.with_policies)))
+                                 with_policies=tuple(args.with_policies), node=args.node))
     return agent.run()
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from agent.combine import merge_files
+    with _user_errors():
+        return merge_files(args.files, sys.stdout.buffer)
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:

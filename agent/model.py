@@ -22,6 +22,10 @@ TLS_VERSION = "tls-version"
 POLICY_CHANGE = "policy-change"  # what candidate policies would change: reported, never a violation
 POLICY_VERDICT = "policy-verdict"  # `evaluate`: every flow's NetworkPolicy verdict, explained; never a violation
 
+# Which NetworkPolicy sides of a flow a node's agent judges (side_of): the source's egress is enforced
+# where the source runs, the destination's ingress where the destination runs.
+EGRESS, INGRESS, BOTH = "egress", "ingress", "both"
+
 # The points of a connection's life where judges speak (Judge.stage) and sinks are told (Judged.stage).
 START = "start"  # first packet: what the 5-tuple alone decides
 ANSWER = "answer"  # answered (reply, RST/ABORT refusal) or unanswered after flows.answer_timeout
@@ -257,6 +261,7 @@ class Flow:
     classified: bool = False  # the CLASSIFIED stage ran
     findings: tuple[str, ...] = ()  # kinds of the violations found, for the flow record
     reported: float = 0.0  # when the last periodic flow record was written (flows.active_timeout)
+    side: str = BOTH  # the policy sides judged here (side_of): EGRESS, INGRESS or BOTH
 
     def tls_fields(self) -> dict | None:
         """`tls` as events and flow records carry it."""
@@ -289,6 +294,23 @@ class Finding:
     reasons: tuple[str, ...] = ()
     requirement: str | None = None  # which annotation or rule was broken
     detail: Mapping | None = None  # kind-specific extra fields (e.g. before/after)
+
+
+def side_of(node: str | None, src: Endpoint, dst: Endpoint) -> str | None:
+    """What the agent of `node` judges of src -> dst: EGRESS (the source is its pod, the destination a pod
+    elsewhere), INGRESS (the reverse), BOTH, or None (not its flow: transit between other nodes' pods, or a
+    pod elsewhere with an address that is no pod). A Service with backends counts as a pod elsewhere (its
+    backends' nodes judge the translated flow); hostNetwork pods are their node's (kind NODE). No node
+    (replay on a laptop, tests): BOTH, everything is judged."""
+    if node is None:
+        return BOTH
+    src_pod, dst_pod = src.kind == POD, dst.kind == POD or (dst.kind == SERVICE and bool(dst.candidates))
+    src_here, dst_here = src_pod and src.node == node, dst.kind == POD and dst.node == node
+    if src_pod and dst_pod:
+        return BOTH if src_here and dst_here else EGRESS if src_here else INGRESS if dst_here else None
+    if src_pod or dst_pod:
+        return BOTH if src_here or dst_here else None
+    return BOTH
 
 
 def is_violation(finding: Finding) -> bool:

@@ -90,7 +90,7 @@ class Outcomes:
             if engine is not None:
                 ep = view.endpoint(ip, since if since > -math.inf else 0.0)
                 if ep.kind == POD and ep.attribution != AMBIGUOUS:  # policies see a class; TLS rules more of a dst
-                    cls = engine.class_of(ep)
+                    cls = (engine.class_of(ep), ep.node == self.pipeline.node)  # the sides judged: model.side_of
                     as_src = classes.setdefault((cls,), POD_CLASSES + len(classes))
                     as_dst = classes.setdefault((cls, tls.profile(ep) if tls is not None else ()),
                                                 POD_CLASSES + len(classes))

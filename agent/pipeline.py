@@ -27,7 +27,7 @@ from agent.outcomes import Outcomes
 from agent.sinks.metrics import PipelineStats
 from agent.model import (
     ACTIVE, ANSWER, CLASSIFIED, END, POLICY_CHANGE, POLICY_VERDICT, START, UNKNOWN, ClusterView, Endpoint, Finding, Flow,
-    Judge, Judged, NetworkPolicy, Sink, is_violation, verdict_of,
+    Judge, Judged, NetworkPolicy, Sink, is_violation, side_of, verdict_of,
 )
 
 log = logging.getLogger("flowwarden.pipeline")
@@ -64,8 +64,11 @@ class Totals:
 
 class Pipeline:
     def __init__(self, *, view: ClusterView, config: Config, sinks: Sequence[Sink] = (),
-                 candidates: Sequence[NetworkPolicy] = (), judges: Sequence[Judge] | None = None):
+                 candidates: Sequence[NetworkPolicy] = (), judges: Sequence[Judge] | None = None,
+                 node: str | None = None):
         self.view, self.config = view, config
+        self.node = node  # the node this agent judges for (model.side_of); None: everything, whole
+        self.transit = 0  # flows between other nodes' pods: not judged, not reported
         self.sinks = list(sinks)
         # Per stage, the sinks told of flows without findings there (by default every sink).
         self._listening = {stage: [s for s in self.sinks if stage in getattr(s, "stages", (stage,))]
@@ -119,6 +122,7 @@ class Pipeline:
             packets=lambda: t.packets, skipped=lambda: dict(t.skipped), flows_active=lambda: len(t),
             evicted=lambda: t.evicted + self._compact_counts()[1], judge_errors=lambda: dict(self.judge_errors),
             cap_hits=self._cap_hits, shedding=lambda: t.now - self._last_shed() < SHEDDING_HOLD,
+            transit=lambda: self.transit,
             dropped=lambda: {**{("decode", r): n for r, n in dict(t.dropped).items()}, **dict(self.dropped)})
 
     def _cap_hits(self) -> dict[str, int]:
@@ -238,7 +242,8 @@ class Pipeline:
 
     # --- steps --------------------------------------------------------------------------
     def _ends(self, flow: Flow) -> tuple[Endpoint, Endpoint] | None:
-        """Both ends attributed at the flow's start, once; None when enrichment failed (counted)."""
+        """Both ends attributed at the flow's start, once, and the sides this node judges; None when
+        enrichment failed (counted) or the flow is another node's (counted as transit)."""
         if flow.ends is None:
             try:
                 flow.ends = (self.view.endpoint(flow.src_ip, flow.first_seen),
@@ -246,6 +251,13 @@ class Pipeline:
             except Exception:
                 flow.ends = ()
                 self.failed("enrich", "flow")
+            else:
+                side = side_of(self.node, *flow.ends)
+                if side is None:
+                    flow.ends = ()
+                    self.transit += 1
+                else:
+                    flow.side = side
         return flow.ends or None
 
     def _judge(self, stage: str, flow: Flow, ends: tuple[Endpoint, Endpoint]) -> list[Finding]:

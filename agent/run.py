@@ -12,8 +12,10 @@ SIGTERM/SIGINT stop capture, flush flows and events, and exit 0.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -57,6 +59,27 @@ class RunOptions:
     flows: str | None = None
     format: str | None = None  # events as "text" or "json" (default: text on a terminal, json otherwise)
     with_policies: tuple[str, ...] = ()  # staged candidates; over the config's policies.staged
+    node: str | None = None  # the node judged for (model.side_of); None: $NODE_NAME, else this host's node
+
+
+def _host_node(nodes) -> str | None:
+    """The node that is this host: by name (the kubelet's default node name), else by an InternalIP."""
+    hostname = socket.gethostname()
+    nodes = list(nodes)
+    for node in nodes:
+        if node.name in (hostname, hostname.split(".")[0]):
+            return node.name
+    addresses = _host_addresses()
+    return next((n.name for n in nodes if addresses.intersection(n.internal_ips)), None)
+
+
+def _host_addresses() -> set[str]:
+    from pyroute2 import IPRoute
+    try:
+        with IPRoute() as ipr:
+            return {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr()} - {None}
+    except OSError:
+        return set()
 
 
 class JsonFormatter(logging.Formatter):
@@ -135,9 +158,13 @@ class Agent:
         self.events = EventSink(self._events_out(), window=self.config.events.window,
                                 max_groups=self.config.events.max_groups)
         self.metrics = MetricsSink(self.registry, max_namespaces=self.config.metrics.max_namespaces, staged=True)
-        sinks = [self.events, self.metrics] + ([FlowRecordSink(self._flows_file)] if self._flows_file else [])
+        self.flow_records = FlowRecordSink(self._flows_file) if self._flows_file else None
+        sinks = [self.events, self.metrics] + ([self.flow_records] if self.flow_records else [])
         self.pipeline = Pipeline(view=self.store, config=self.config, sinks=sinks,
                                  candidates=self._staged(self.config))
+        self.node: str | None = None
+        self._node_wanted = True  # until the node is known, or the inventory synced without a match
+        self._resolve_node()
         self.metrics.watch(self.pipeline.stats())
         self.pipeline.judges = self._timed(self.pipeline.judges)
         self.store.subscribe(self._on_change)
@@ -251,6 +278,26 @@ class Agent:
             return False, "capture: no interface attached"
         return True, "ok"
 
+    def _resolve_node(self) -> None:
+        """Who this agent judges for: --node, else $NODE_NAME (the DaemonSet's downward API), else the
+        node whose name is this host's name or whose InternalIP is one of this host's addresses (once the
+        inventory knows the nodes), else nobody: every flow judged whole, as a replay does."""
+        node = self.options.node or os.environ.get("NODE_NAME") or None
+        if node is None:
+            if not self.store.synced:
+                return
+            node = _host_node(self.store.objects["Node"].values())
+        self._node_wanted = False
+        self.node = self.pipeline.node = self.events.node = node
+        if self.flow_records is not None:
+            self.flow_records.node = node
+        self.pipeline.cluster_changed()  # the compact table's classes hold which pods are local
+        self.exposition.set_node(node)
+        if node:
+            log.info("judging for node %s: its pods' policy sides, not transit", node)
+        else:
+            log.info("no node identity (--node, NODE_NAME, or a node matching this host): every flow judged whole")
+
     def _on_change(self, kind: str, old, new) -> None:
         for judge in self.pipeline.judges:  # the current judges, also after a reload
             judge.on_change(kind, old, new)
@@ -326,6 +373,8 @@ class Agent:
         if not self._heap_settled and self.store.synced:  # the inventory is loaded: see settle_heap
             settle_heap()
             self._heap_settled = True
+        if self._node_wanted:
+            self._resolve_node()
         if self.merge is not None:
             self.merge.sweep(now)
         self.pipeline.tick(now)  # deadlines, the flow table's sweep when due, sinks

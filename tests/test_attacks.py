@@ -68,8 +68,8 @@ def test_a_port_scan_is_one_event_and_one_follow_up_naming_the_ports(tmp_path, t
     assert lines[1]["sources"] == {"count": 1, "complete": True}
     assert metrics['flowwarden_flows_total{verdict="deny"}'] == 5000
     assert metrics['flowwarden_violations_total{dst_namespace="api",kind="policy-violation",severity="warning",'
-                   'src_namespace="other"}'] == 5000
-    assert 'flowwarden_enforcement_gaps_total{dst_namespace="api",src_namespace="other"}' not in metrics
+                   'side="both",src_namespace="other"}'] == 5000
+    assert 'flowwarden_enforcement_gaps_total{dst_namespace="api",side="both",src_namespace="other"}' not in metrics
 
 
 def test_a_syn_flood_from_random_sources_is_a_few_lines_counting_sources_and_the_caps_bite(tmp_path, t0):

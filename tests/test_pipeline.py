@@ -88,7 +88,8 @@ def _pipeline(**flows) -> tuple[Pipeline, io.BytesIO, io.BytesIO, CollectorRegis
 
 def _violations(registry: CollectorRegistry) -> float | None:
     return registry.get_sample_value("flowwarden_violations_total", {
-        "kind": "policy-violation", "severity": "critical", "src_namespace": "other", "dst_namespace": "api"})
+        "kind": "policy-violation", "severity": "critical", "src_namespace": "other", "dst_namespace": "api",
+        "side": "both"})
 
 
 def test_a_denied_connection_is_reported_at_its_syn_ack_while_it_stays_open():
@@ -99,7 +100,7 @@ def test_a_denied_connection_is_reported_at_its_syn_ack_while_it_stays_open():
     [line] = events.getvalue().splitlines()  # flushed with the batch that made the verdict
     assert b'"enforcement_gap":true' in line and _violations(registry) == 1
     assert registry.get_sample_value("flowwarden_enforcement_gaps_total",
-                                     {"src_namespace": "other", "dst_namespace": "api"}) == 1
+                                     {"src_namespace": "other", "dst_namespace": "api", "side": "both"}) == 1
     for i in range(100):  # busy for 100 s more: no second line, no second count
         pipeline.feed([(101.0 + i, 1, tcp(BATCH_POD, 40000, API_POD, 8080, PA, seq=2 + i, payload=b"x"))])
     pipeline.finish()

@@ -102,7 +102,7 @@ class Connection:
     @property
     def labels(self) -> tuple:
         return (("dst_namespace", PODS[self.dst_pod][0]), ("kind", self.kind), ("severity", "critical"),
-                ("src_namespace", PODS["client"][0]))
+                ("side", "both"), ("src_namespace", PODS["client"][0]))
 
 
 def _events(path: Path) -> list[dict]:

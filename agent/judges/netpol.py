@@ -39,7 +39,7 @@ from agent.judges.netpol_explain import (  # noqa: F401  (re-exported API)
     EGRESS_SIDE, INGRESS_SIDE, Decision, SideDecision, combine_backends, deciding_policies,
     describe, side_reason)
 from agent.model import (
-    ALLOW, AMBIGUOUS, DENY, NAMESPACE_NAME_LABEL, POD, SERVICE, TERMINAL_PHASES, ClusterView, Endpoint,
+    ALLOW, AMBIGUOUS, BOTH, DENY, NAMESPACE_NAME_LABEL, POD, SERVICE, TERMINAL_PHASES, ClusterView, Endpoint,
     NetworkPolicy, Pod, backend_port)
 
 # The API server labels every namespace with its name (since Kubernetes 1.21).
@@ -183,17 +183,18 @@ class NetpolEngine:
         return self._networks, self._port_named
 
     def decide_flow(self, src: Endpoint, dst: Endpoint, port: int, protocol: str, *,
-                    explain: bool = True) -> Decision:
+                    explain: bool = True, side: str = BOTH) -> Decision:
         """Like `decide`, but an end that stands for several pods is judged on each of them,
         and denied if any would deny: a Service's backends (on the port kube-proxy sends the
-        flow to) and the claimants of an ambiguous address (never a guess)."""
+        flow to) and the claimants of an ambiguous address (never a guess). `side` EGRESS or
+        INGRESS: that direction alone decides (the other is judged on the other end's node)."""
         srcs = src.candidates if src.attribution == AMBIGUOUS and src.candidates else (src,)
         if dst.kind == SERVICE and dst.candidates:
             key = None
             if not explain and len(srcs) == 1 and not any(c.uid == src.uid for c in dst.candidates):
                 # The verdict, held with the Service's endpoint (the store keeps one per address until a
                 # change), so its id stays its own: the classes of the source and backends decide it.
-                key = (self._class(src), id(dst), port, protocol)
+                key = (self._class(src), id(dst), port, protocol, side)
                 held = self._via_service.get(key)
                 if held is not None:
                     return held[1]
@@ -202,25 +203,25 @@ class NetpolEngine:
             if key is not None:
                 if len(self._via_service) >= self._max_cache:
                     self._via_service.clear()
-                decision = self._first_denying(srcs, targets, protocol)
+                decision = self._first_denying(srcs, targets, protocol, side)
                 self._via_service[key] = (dst, decision)
                 return decision
         elif dst.attribution == AMBIGUOUS and dst.candidates:
             targets = [(c, port) for c in dst.candidates]
         elif len(srcs) == 1:
-            return self.decide(src, dst, port, protocol, explain=explain)
+            return on_side(self.decide(src, dst, port, protocol, explain=explain), side)
         else:
             targets = [(dst, port)]
         if not explain:
-            return self._first_denying(srcs, targets, protocol)
-        results = [(c, self.decide(s, c, p, protocol)) for s in srcs for c, p in targets]
+            return self._first_denying(srcs, targets, protocol, side)
+        results = [(c, on_side(self.decide(s, c, p, protocol), side)) for s in srcs for c, p in targets]
         return combine_backends(dst, results)
 
-    def _first_denying(self, srcs: Sequence[Endpoint], targets: list, protocol: str) -> Decision:
+    def _first_denying(self, srcs: Sequence[Endpoint], targets: list, protocol: str, side: str) -> Decision:
         """The verdict alone: the first denying (source, target) pair decides it."""
         for s in srcs:
             for c, p in targets:
-                decision = self.decide(s, c, p, protocol, explain=False)
+                decision = on_side(self.decide(s, c, p, protocol, explain=False), side)
                 if decision.verdict == DENY:
                     return decision
         return decision
@@ -400,6 +401,21 @@ def _loopback(src: Endpoint, dst: Endpoint) -> bool:
     """As the upstream e2e model expects (AllowLoopback): a pod reaching its own IP never leaves
     its network namespace, so no policy applies."""
     return src.kind == POD and dst.kind == POD and src.uid is not None and src.uid == dst.uid
+
+
+def on_side(decision: Decision, side: str) -> Decision:
+    """The decision as one direction alone makes it (BOTH: as it is); the other direction's reason is
+    dropped, its policies do not decide."""
+    if side == BOTH:
+        return decision
+    judged = decision.egress if side == EGRESS_SIDE else decision.ingress
+    verdict = ALLOW if judged.allowed else DENY
+    unjudged = SideDecision(INGRESS_SIDE if side == EGRESS_SIDE else EGRESS_SIDE, isolated=False)
+    policies = deciding_policies(verdict, judged, unjudged)
+    reasons = decision.reasons
+    if len(reasons) == 2:  # (egress, ingress), as _explained writes them
+        reasons = (reasons[0 if side == EGRESS_SIDE else 1],)
+    return Decision(verdict, decision.egress, decision.ingress, policies, reasons)
 
 
 def _explained(decision: Decision, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:

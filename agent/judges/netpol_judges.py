@@ -11,8 +11,8 @@ from typing import Sequence
 
 from agent.judges.netpol import Decision, NetpolEngine
 from agent.model import (
-    ALLOW, ANSWER, CRITICAL, DENY, INFO, JUDGED_PROTOCOLS, POLICY_CHANGE, POLICY_VERDICT, POLICY_VIOLATION, WARNING,
-    ClusterView,
+    ALLOW, ANSWER, CRITICAL, DENY, EGRESS, INFO, INGRESS, JUDGED_PROTOCOLS, POLICY_CHANGE, POLICY_VERDICT,
+    POLICY_VIOLATION, WARNING, ClusterView,
     Endpoint, Finding, Flow, NetworkPolicy)
 
 
@@ -46,16 +46,18 @@ class NetpolJudge:
                             detail={"as": self.every_verdict, "decision": decision})]
         if not self.view.synced or flow.protocol not in JUDGED_PROTOCOLS:
             return []
-        decision = self.engine.decide_flow(src, dst, flow.dst_port, flow.protocol, explain=False)
-        if decision.verdict == ALLOW:
+        args = (src, dst, flow.dst_port, flow.protocol)
+        if self.engine.decide_flow(*args, explain=False, side=flow.side).verdict == ALLOW:
             return []
-        decision = self.engine.decide_flow(src, dst, flow.dst_port, flow.protocol)  # explained: cached now
+        decision = self.engine.decide_flow(*args, side=flow.side)  # explained: cached now
+        # A side judged on the other end's node is not said here (null).
         return [Finding(
             kind=POLICY_VIOLATION,
             severity=CRITICAL if flow.established else WARNING,
             policies=decision.policies, reasons=decision.reasons,
             detail={"enforcement_gap": flow.established,
-                    "egress": decision.egress.as_dict(), "ingress": decision.ingress.as_dict()})]
+                    "egress": decision.egress.as_dict() if flow.side != INGRESS else None,
+                    "ingress": decision.ingress.as_dict() if flow.side != EGRESS else None})]
 
     def decide_flow(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:
         return self.engine.decide_flow(src, dst, port, protocol)
@@ -79,11 +81,11 @@ class WhatIfJudge:
     def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
         if not self.view.synced or flow.protocol not in JUDGED_PROTOCOLS:
             return []
-        args = (src, dst, flow.dst_port, flow.protocol)
-        before, after = self.before.decide_flow(*args, explain=False), self.after.decide_flow(*args, explain=False)
-        if before.verdict == after.verdict:
+        args, side = (src, dst, flow.dst_port, flow.protocol), flow.side
+        before = self.before.decide_flow(*args, explain=False, side=side)
+        if before.verdict == self.after.decide_flow(*args, explain=False, side=side).verdict:
             return []
-        return [policy_change(self.before.decide_flow(*args), self.after.decide_flow(*args))]
+        return [policy_change(self.before.decide_flow(*args, side=side), self.after.decide_flow(*args, side=side))]
 
     def on_change(self, kind: str, old, new) -> None:
         self.after.on_change(kind, old, new)

@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 
 from agent.inventory.selectors import SelectorError, compile_selector
 from agent.model import (
-    APP_TLS, APP_UNKNOWN, CLASSIFIED, CRITICAL, EXTERNAL, NAMESPACE_NAME_LABEL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION,
+    APP_TLS, APP_UNKNOWN, CLASSIFIED, CRITICAL, EGRESS, EXTERNAL, NAMESPACE_NAME_LABEL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION,
     SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION, TLS_RANK, TLS_VERSION, WARNING, ClusterView, Endpoint, Finding, Flow,
     backend_port, highest_version,
 )
@@ -189,8 +189,8 @@ class TlsJudge:
         return flow.protocol != TCP or flow.mid_stream or self._requirement(dst, flow.dst_port).min_version is None
 
     def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
-        if flow.protocol != TCP or flow.mid_stream or flow.app in NOT_JUDGED_APPS:
-            return []
+        if flow.protocol != TCP or flow.mid_stream or flow.app in NOT_JUDGED_APPS or flow.side == EGRESS:
+            return []  # TLS expectations are the destination's: its node judges them
         req = self._requirement(dst, flow.dst_port)
         tls = flow.tls
         if flow.app != APP_TLS and tls is None:

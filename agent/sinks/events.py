@@ -190,8 +190,9 @@ class EventSink:
     stages = frozenset()  # findings only
     aggregates = True  # takes `Judged.count` and `Judged.spread`
 
-    def __init__(self, out: BinaryIO, *, window: float = 60.0, max_groups: int = DEFAULT_MAX_GROUPS):
-        self.out, self.window, self.max_groups = out, window, max_groups
+    def __init__(self, out: BinaryIO, *, window: float = 60.0, max_groups: int = DEFAULT_MAX_GROUPS,
+                 node: str | None = None):
+        self.out, self.window, self.max_groups, self.node = out, window, max_groups, node
         self.groups: dict[tuple, _Group] = {}  # in the order their window ends
         self.written = 0
         self.cap_hits: dict[str, int] = {}
@@ -238,6 +239,7 @@ class EventSink:
             "reasons": list(finding.reasons), "requirement": finding.requirement,
             "app": flow.app, "tls": flow.tls_fields(), "orig_dst": _orig_dst(flow),
             "community_id": community_id(flow.src_ip, flow.dst_ip, flow.src_port, flow.dst_port, flow.protocol),
+            "observer": {"node": self.node, "side": flow.side},
             **(finding.detail or {}),
             "follow_up": False,
             "first_seen": rfc3339(flow.first_seen), "last_seen": rfc3339(flow.last_seen),
@@ -305,8 +307,8 @@ class FlowRecordSink:
     name = "flows"
     stages = frozenset((ACTIVE, END))
 
-    def __init__(self, out: BinaryIO):
-        self.out = out
+    def __init__(self, out: BinaryIO, *, node: str | None = None):
+        self.out, self.node = out, node
         self._pending: list[bytes] = []
 
     def emit(self, judged: Judged) -> None:
@@ -324,6 +326,7 @@ class FlowRecordSink:
             "verdict": flow.verdict, "app": flow.app, "tls": flow.tls_fields(),
             "findings": sorted(set(flow.findings)),
             "orig_dst": _orig_dst(flow), "accounting": flow.accounting, "final": judged.stage == END,
+            "observer": {"node": self.node, "side": flow.side},
         }
         self._pending.append(orjson.dumps(record, option=_DUMPS_OPTS))
         if len(self._pending) >= 1024:

@@ -33,8 +33,14 @@ class AgentMetrics:
             version = metadata.version("flowwarden")
         except metadata.PackageNotFoundError:
             version = "unknown"
-        Info("flowwarden_build", "Version of the running agent.", registry=self.registry).info(
-            {"version": version, "python": ".".join(map(str, sys.version_info[:3]))})
+        self._build = Info("flowwarden_build", "Version of the running agent, and the node it judges for.",
+                           registry=self.registry)
+        self._build_labels = {"version": version, "python": ".".join(map(str, sys.version_info[:3]))}
+        self.set_node(None)
+
+    def set_node(self, node: str | None) -> None:
+        """`node` label of flowwarden_build_info: the node whose pods' sides this agent judges ("": all)."""
+        self._build.info({**self._build_labels, "node": node or ""})
 
     def judge_timer(self, judge: str) -> Callable[[float], None]:
         return self._judge_time.labels(judge).observe

@@ -28,10 +28,12 @@ class PipelineStats:
     def __init__(self, *, packets: Callable[[], int], dropped: Callable[[], Mapping[tuple[str, str], int]],
                  skipped: Callable[[], Mapping[str, int]], flows_active: Callable[[], int],
                  evicted: Callable[[], int], judge_errors: Callable[[], Mapping[str, int]] = dict,
-                 cap_hits: Callable[[], Mapping[str, int]] = dict, shedding: Callable[[], bool] = bool):
+                 cap_hits: Callable[[], Mapping[str, int]] = dict, shedding: Callable[[], bool] = bool,
+                 transit: Callable[[], int] = int):
         self.packets, self.dropped, self.skipped = packets, dropped, skipped
         self.flows_active, self.evicted = flows_active, evicted
         self.judge_errors, self.cap_hits, self.shedding = judge_errors, cap_hits, shedding
+        self.transit = transit
 
 
 class _StatsCollector(Collector):
@@ -68,6 +70,9 @@ class _StatsCollector(Collector):
         yield caps
         yield GaugeMetricFamily("flowwarden_load_shedding", "1 while a memory cap bites (within the last 10 s).",
                                 value=int(s.shedding()))
+        yield CounterMetricFamily("flowwarden_transit_flows", "Flows between pods of other nodes (or a pod of another "
+                                  "node and an address that is no pod): not judged here, their nodes judge them.",
+                                  value=s.transit())
 
 
 OTHER_NAMESPACES = "_other"  # label value for namespaces past `max_namespaces`
@@ -82,11 +87,12 @@ class MetricsSink:
         if stats is not None:
             self.watch(stats)
         self.flows = Counter("flowwarden_flows_total", "Flows judged, by verdict.", ("verdict",), registry=registry)
-        self.violations = Counter("flowwarden_violations_total", "Flows with a finding, by kind.",
-                                  ("kind", "severity", "src_namespace", "dst_namespace"), registry=registry)
+        self.violations = Counter("flowwarden_violations_total", "Flows with a finding, by kind and the policy "
+                                  "side judged on this node.",
+                                  ("kind", "severity", "src_namespace", "dst_namespace", "side"), registry=registry)
         self.gaps = Counter("flowwarden_enforcement_gaps_total",
                             "Denied flows that were established anyway: the CNI let them through.",
-                            ("src_namespace", "dst_namespace"), registry=registry)
+                            ("src_namespace", "dst_namespace", "side"), registry=registry)
         self.tls = Counter("flowwarden_tls_connections_total", "TLS connections, by version.",
                            ("version", "dst_namespace"), registry=registry)
         self.count_staged = staged  # the live agent's staged candidates (replay's what-if is in its summary)
@@ -109,9 +115,9 @@ class MetricsSink:
         for f in judged.findings:
             if is_violation(f):
                 src_ns, dst_ns = self._ns(judged.src), self._ns(judged.dst)
-                self._inc(n, self.violations, f.kind, f.severity, src_ns, dst_ns)
+                self._inc(n, self.violations, f.kind, f.severity, src_ns, dst_ns, flow.side)
                 if f.detail and f.detail.get("enforcement_gap"):
-                    self._inc(n, self.gaps, src_ns, dst_ns)
+                    self._inc(n, self.gaps, src_ns, dst_ns, flow.side)
             elif f.kind == POLICY_CHANGE and f.detail and self.count_staged:
                 if self.staged is None:
                     self.staged = Counter("flowwarden_staged_verdict_changes_total",

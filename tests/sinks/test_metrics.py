@@ -24,10 +24,11 @@ def test_a_denied_established_flow_counts_a_violation_and_an_enforcement_gap():
     sink = MetricsSink(registry)
     _deny(sink, _flow(), _pod("a"), _pod("b"))
     _deny(sink, _flow(established=False), _pod("a"), _pod("b"))
-    labels = {"kind": POLICY_VIOLATION, "severity": CRITICAL, "src_namespace": "a", "dst_namespace": "b"}
+    labels = {"kind": POLICY_VIOLATION, "severity": CRITICAL, "src_namespace": "a", "dst_namespace": "b",
+              "side": "both"}
     assert registry.get_sample_value("flowwarden_violations_total", labels) == 2
     assert registry.get_sample_value("flowwarden_enforcement_gaps_total",
-                                     {"src_namespace": "a", "dst_namespace": "b"}) == 1
+                                     {"src_namespace": "a", "dst_namespace": "b", "side": "both"}) == 1
     assert registry.get_sample_value("flowwarden_flows_total", {"verdict": "deny"}) == 2
 
 
@@ -47,10 +48,10 @@ def test_a_forgotten_namespace_loses_its_series_and_frees_its_label_slot():
     _deny(sink, _flow(), _pod("a"), _pod("a"))
     sink.forget_namespace("a")
     assert registry.get_sample_value("flowwarden_enforcement_gaps_total",
-                                     {"src_namespace": "a", "dst_namespace": "a"}) is None
+                                     {"src_namespace": "a", "dst_namespace": "a", "side": "both"}) is None
     _deny(sink, _flow(), _pod("b"), _pod("b"))
     assert registry.get_sample_value("flowwarden_enforcement_gaps_total",
-                                     {"src_namespace": "b", "dst_namespace": "b"}) == 1
+                                     {"src_namespace": "b", "dst_namespace": "b", "side": "both"}) == 1
 
 
 def test_forgetting_a_namespace_named_like_a_severity_keeps_other_series():
@@ -58,5 +59,6 @@ def test_forgetting_a_namespace_named_like_a_severity_keeps_other_series():
     sink = MetricsSink(registry)
     _deny(sink, _flow(), _pod("a"), _pod("b"))
     sink.forget_namespace(CRITICAL)  # a namespace called "critical"
-    labels = {"kind": POLICY_VIOLATION, "severity": CRITICAL, "src_namespace": "a", "dst_namespace": "b"}
+    labels = {"kind": POLICY_VIOLATION, "severity": CRITICAL, "src_namespace": "a", "dst_namespace": "b",
+              "side": "both"}
     assert registry.get_sample_value("flowwarden_violations_total", labels) == 1
