@@ -26,7 +26,7 @@ from agent.judges import build_judges
 from agent.outcomes import Outcomes
 from agent.sinks.metrics import PipelineStats
 from agent.model import (
-    ACTIVE, ANSWER, CLASSIFIED, END, POLICY_CHANGE, POLICY_VERDICT, START, UNKNOWN, ClusterView, Endpoint, Finding, Flow,
+    ACTIVE, ANSWER, CLASSIFIED, END, NODE, POLICY_CHANGE, POLICY_VERDICT, START, UNKNOWN, ClusterView, Endpoint, Finding, Flow,
     Judge, Judged, NetworkPolicy, Sink, is_violation, side_of, verdict_of,
 )
 
@@ -246,8 +246,11 @@ class Pipeline:
         enrichment failed (counted) or the flow is another node's (counted as transit)."""
         if flow.ends is None:
             try:
-                flow.ends = (self.view.endpoint(flow.src_ip, flow.first_seen),
-                             self.view.endpoint(flow.dst_ip, flow.first_seen))
+                src, dst = (self.view.endpoint(flow.src_ip, flow.first_seen),
+                            self.view.endpoint(flow.dst_ip, flow.first_seen))
+                if dst.kind == NODE and hasattr(self.view, "host_port"):  # a hostNetwork pod's port
+                    dst = self.view.host_port(flow.dst_ip, flow.dst_port, flow.protocol) or dst
+                flow.ends = (src, dst)
             except Exception:
                 flow.ends = ()
                 self.failed("enrich", "flow")

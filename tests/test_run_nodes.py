@@ -1,14 +1,16 @@
 """Two agents on one machine, each the agent of one simulated node: each reports its own pods' sides.
 
 The lab of tests/test_run.py (one bridge, pods in network namespaces), with the cluster file placing
-client on node-1 and web, secure and db on node-2. client may send only to shop (frontend/client-egress),
-data admits nothing (data/deny-all), secure requires TLS. agent-1 (`NODE_NAME=node-1`) captures client's
-veth and the bridge, agent-2 (`--node node-2`) the veths of node-2's pods. Then:
+client on node-1 and web, secure and db on node-2. client may send only to shop (frontend/client-egress);
+in shop, secure admits frontend and web only shop's own pods; data admits nothing (data/deny-all); secure
+requires TLS. agent-1 (`NODE_NAME=node-1`) captures client's veth and the bridge, agent-2
+(`--node node-2`) the veths of node-2's pods. Then:
 
 - client -> db:5432 (nobody listens: SYN, RST) is denied at client's egress AND db's ingress: agent-1
   reports the egress side, agent-2 the ingress side, and `merge` of both makes it one line;
-- client -> secure:8080 in plaintext: TLS is the destination's expectation, agent-2 alone reports it;
-- client -> web:8080 is allowed: nobody reports anything;
+- client -> web:8080 is denied at web's ingress only: agent-2 alone reports it;
+- client -> secure:8080 is allowed by policy but plaintext: TLS is the destination's expectation, agent-2
+  alone reports it;
 - web -> db:5432, two node-2 pods, crosses the bridge agent-1 captures: agent-1 counts it as transit
   and reports nothing, agent-2 judges it whole.
 """
@@ -27,17 +29,26 @@ from tests.test_run import (  # noqa: F401 (node is a fixture)
 )
 
 NODES = {"client": "node-1", "web": "node-2", "secure": "node-2", "db": "node-2"}
-CLIENT_EGRESS = {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"], "egress": [
-    {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}}]}]}
+FRONTEND = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "frontend"}}}
+POLICIES = {  # (namespace, name): spec, over tests/test_run.py's
+    ("frontend", "client-egress"): {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"],
+                                    "egress": [{"to": [{"namespaceSelector": {"matchLabels": {
+                                        "kubernetes.io/metadata.name": "shop"}}}]}]},
+    ("shop", "allow-frontend"): {"podSelector": {"matchLabels": {"app": "secure"}}, "policyTypes": ["Ingress"],
+                                 "ingress": [{"from": [FRONTEND]}]},
+    ("shop", "web-from-shop"): {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+                                "ingress": [{"from": [{"podSelector": {}}]}]},
+}
 
 
 def _cluster(path: Path) -> Path:
-    items = [i for i in cluster_objects() if i["metadata"]["name"] != "late"]
+    items = [i for i in cluster_objects() if i["metadata"]["name"] != "late" and
+             (i["kind"], i["metadata"].get("namespace"), i["metadata"]["name"]) != ("NetworkPolicy", "shop", "allow-frontend")]
     for item in items:
         if item["kind"] == "Pod":
             item["spec"]["nodeName"] = NODES[item["metadata"]["name"]]
-    items.append({"kind": "NetworkPolicy", "metadata": {"name": "client-egress", "namespace": "frontend",
-                                                         "uid": "np-client-egress"}, "spec": CLIENT_EGRESS})
+    items += [{"kind": "NetworkPolicy", "metadata": {"name": name, "namespace": ns, "uid": f"np-{ns}-{name}"},
+               "spec": spec} for (ns, name), spec in POLICIES.items()]
     items.append({"kind": "Node", "metadata": {"name": "node-2", "uid": "node-2"},
                   "status": {"addresses": [{"type": "InternalIP", "address": "172.18.0.3"}]}})
     path.write_bytes(orjson.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
@@ -78,7 +89,7 @@ def test_two_agents_each_report_their_own_pods_sides_once(node, tmp_path):
     assert node.run(web, "curl", "-s", "-m", "5", "http://10.77.0.5:5432/", check=False).returncode == 7
 
     # Each verdict is out within a couple of seconds; then the agents stop and flush.
-    _wait(lambda: events1.read_bytes().count(b"\n") == 1 and events2.read_bytes().count(b"\n") == 3, 10,
+    _wait(lambda: events1.read_bytes().count(b"\n") == 1 and events2.read_bytes().count(b"\n") == 4, 10,
           "each agent's events")
     metrics1, metrics2 = (_samples(_get(node, port, "/metrics")[1]) for port in (port1, port2))
     for agent in (one, two):
@@ -87,6 +98,7 @@ def test_two_agents_each_report_their_own_pods_sides_once(node, tmp_path):
 
     assert _sides(events1) == [("policy-violation", "client", "db", "node-1", "egress")]
     assert _sides(events2) == sorted([("policy-violation", "client", "db", "node-2", "ingress"),
+                                      ("policy-violation", "client", "web", "node-2", "ingress"),
                                       ("plaintext", "client", "secure", "node-2", "ingress"),
                                       ("policy-violation", "web", "db", "node-2", "both")])
     assert metrics1[("flowwarden_transit_flows_total", ())] >= 1  # web -> db, seen on the bridge
@@ -94,14 +106,17 @@ def test_two_agents_each_report_their_own_pods_sides_once(node, tmp_path):
     assert any(name == "flowwarden_build_info" and ("node", "node-1") in labels for name, labels in metrics1)
     violations = lambda m: {labels: v for (n, labels), v in m.items() if n == "flowwarden_violations_total"}  # noqa: E731
     assert [dict(labels)["side"] for labels in violations(metrics1)] == ["egress"]
-    assert sorted(dict(labels)["side"] for labels in violations(metrics2)) == ["both", "ingress", "ingress"]
+    assert sorted((dict(labels)["kind"], dict(labels)["side"], dict(labels)["dst_namespace"], v)
+                  for labels, v in violations(metrics2).items()) == [
+        ("plaintext", "ingress", "shop", 1), ("policy-violation", "both", "data", 1),
+        ("policy-violation", "ingress", "data", 1), ("policy-violation", "ingress", "shop", 1)]
 
     merged = subprocess.run([sys.executable, "-m", "agent.cli", "merge", str(events1), str(events2)],
                             capture_output=True, check=True, cwd=str(ROOT)).stdout
     lines = [orjson.loads(line) for line in merged.splitlines()]
     assert sorted((e["kind"], e["src"]["pod"], e["dst"]["pod"], e["observer"]["side"]) for e in lines) == sorted([
-        ("policy-violation", "client", "db", "both"), ("plaintext", "client", "secure", "ingress"),
-        ("policy-violation", "web", "db", "both")])
+        ("policy-violation", "client", "db", "both"), ("policy-violation", "client", "web", "ingress"),
+        ("plaintext", "client", "secure", "ingress"), ("policy-violation", "web", "db", "both")])
     [joined] = [e for e in lines if "observers" in e]
     assert (joined["src"]["pod"], joined["observers"]) == (
         "client", [{"node": "node-1", "side": "egress"}, {"node": "node-2", "side": "ingress"}])

@@ -16,7 +16,7 @@ from agent.cli import main
 from agent.model import BOTH, EGRESS, INGRESS, NODE, POD, SERVICE, Endpoint, side_of
 from tests.flows.test_table import SA, S, tcp
 
-WEB, DB, CACHE, OUTSIDE = "10.0.1.1", "10.0.2.1", "10.0.1.2", "203.0.113.5"
+WEB, DB, CACHE, OUTSIDE, NODE_2 = "10.0.1.1", "10.0.2.1", "10.0.1.2", "203.0.113.5", "172.18.0.3"
 POLICIES = [("back", "deny-ingress", {"podSelector": {}, "policyTypes": ["Ingress"]}),
             ("front", "web-egress-none", {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"]})]
 
@@ -24,11 +24,15 @@ POLICIES = [("back", "deny-ingress", {"podSelector": {}, "policyTypes": ["Ingres
 def _cluster(path: Path) -> Path:
     meta = lambda name, ns=None, **extra: {"name": name, "uid": f"uid-{ns}-{name}",  # noqa: E731
                                            **({"namespace": ns} if ns else {}), **extra}
-    items = [{"kind": "Namespace", "metadata": meta(ns)} for ns in ("back", "front")]
+    items = [{"kind": "Namespace", "metadata": meta(ns)} for ns in ("back", "front", "monitoring")]
     for ns, name, node, ip in (("front", "web", "node-1", WEB), ("back", "db", "node-2", DB),
                                ("back", "cache", "node-1", CACHE)):
         items.append({"kind": "Pod", "metadata": meta(name, ns, labels={"app": name}), "spec": {"nodeName": node},
                       "status": {"phase": "Running", "podIPs": [{"ip": ip}]}})
+    items.append({"kind": "Pod", "metadata": meta("exporter", "monitoring", labels={"app": "exporter"}),
+                  "spec": {"nodeName": "node-2", "hostNetwork": True,
+                           "containers": [{"name": "e", "ports": [{"containerPort": 9100}]}]},
+                  "status": {"phase": "Running", "podIPs": [{"ip": NODE_2}]}})
     items += [{"kind": "NetworkPolicy", "metadata": meta(name, ns), "spec": spec} for ns, name, spec in POLICIES]
     items += [{"kind": "Node", "metadata": meta(n), "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
               for n, ip in (("node-1", "172.18.0.2"), ("node-2", "172.18.0.3"))]
@@ -36,10 +40,12 @@ def _cluster(path: Path) -> Path:
     return path
 
 
-def _capture(path: Path) -> Path:
+FLOWS = ((WEB, DB, 5432), (WEB, CACHE, 6379), (DB, WEB, 8080), (OUTSIDE, DB, 5432), (DB, CACHE, 6379))
+
+
+def _capture(path: Path, flows=FLOWS) -> Path:
     frames = []
-    for i, (src, dst, port) in enumerate(((WEB, DB, 5432), (WEB, CACHE, 6379), (DB, WEB, 8080),
-                                          (OUTSIDE, DB, 5432), (DB, CACHE, 6379))):
+    for i, (src, dst, port) in enumerate(flows):
         t = 1_767_225_600.0 + i
         frames += [(t, tcp(src, 40000 + i, dst, port, S, seq=1)), (t + 1e-3, tcp(dst, port, src, 40000 + i, SA))]
     with open(path, "wb") as f:
@@ -129,3 +135,14 @@ def test_merge_names_a_line_that_is_not_an_event(tmp_path, capsys):
 def test_side_of_gives_a_node_its_pods_sides(src, dst, want):
     assert side_of("n1", src, dst) == want
     assert side_of(None, src, dst) == BOTH
+
+
+def test_a_hostnetwork_pods_declared_port_is_that_pod_and_its_nodes_to_judge(lab, tmp_path):
+    # node-2's address: port 9100 is the hostNetwork exporter's, port 22 the node's own. web may send
+    # nowhere: node-1 reports both, naming the exporter on 9100; for node-2 they are node-1's (transit).
+    pcap = _capture(tmp_path / "host.pcap", ((WEB, NODE_2, 9100), (WEB, NODE_2, 22)))
+    one, _ = _replay((pcap, lab[1]), tmp_path / "node-1.jsonl", "node-1")
+    two, two_metrics = _replay((pcap, lab[1]), tmp_path / "node-2.jsonl", "node-2")
+    assert sorted((e["dst"]["port"], e["dst"]["kind"], e["dst"]["namespace"], e["dst"]["pod"], e["dst"]["node"])
+                  for e in one) == [(22, "node", None, None, "node-2"), (9100, "node", "monitoring", "exporter", "node-2")]
+    assert two == [] and "flowwarden_transit_flows_total 2.0" in two_metrics

@@ -63,6 +63,8 @@ class Store:
         self._backend_lists: dict[tuple[str, str], list[str]] = {}  # service_backends, until its slices change
         # A Service address -> (since, its endpoint with backends): the same for every `at` >= since, until a change.
         self._service_endpoints: dict[str, tuple[float, Endpoint]] = {}
+        # (node address, port, protocol) -> the hostNetwork pod declaring that port: its node's address is its own
+        self._host_ports: dict[tuple[str, int, str], Endpoint] = {}
         self._listeners: list[Listener] = []
         self.listener_errors = 0
 
@@ -154,6 +156,11 @@ class Store:
             return Endpoint(ip, kind=POD, attribution=AMBIGUOUS, candidates=tuple(pods))
         return pods[0] if pods else live[0]
 
+    def host_port(self, ip: str, port: int, protocol: str) -> Endpoint | None:
+        """The hostNetwork pod that declares `port` on the node address `ip` (kind NODE: policies never
+        select it), None when none does: then the address is the node's."""
+        return self._host_ports.get((ip, port, protocol))
+
     def address_windows(self) -> dict[str, float]:
         """Each claimed address -> the time from which `endpoint(ip, at)` is the same for every later `at`
         (until the next change): its last claim's start or end, and, for a Service, its backends' too."""
@@ -219,6 +226,16 @@ class Store:
         self._ended.append((claim.end, ip, claim))
 
     def _index_Pod(self, old: Pod | None, new: Pod | None, at: float) -> None:
+        for pod, keep in ((old, False), (new, True)):
+            if pod is not None and pod.host_network and (keep is False or pod.phase not in TERMINAL_PHASES):
+                for ip in pod.ips:
+                    for cp in pod.ports:
+                        if keep:
+                            self._host_ports[(ip, cp.port, cp.protocol)] = Endpoint(
+                                ip, kind=NODE, namespace=pod.namespace, pod=pod.name, uid=pod.uid, node=pod.node,
+                                workload=pod.workload, ports=pod.ports)
+                        else:
+                            self._host_ports.pop((ip, cp.port, cp.protocol), None)
         live = new is not None and new.phase not in TERMINAL_PHASES
         endpoints = {ip: self._pod_endpoint(new, ip) for ip in new.ips} if live else {}
         if old is not None:
