@@ -9,7 +9,7 @@ SYSTEM_TOOLS := ip:iproute2 tcpdump:tcpdump openssl:openssl curl:curl nft:nftabl
 
 .PHONY: demo test bench tools clean record
 
-$(VENV)/.installed: pyproject.toml setup.py agent/_hotpath.c agent/_compact.h
+$(VENV)/.installed: pyproject.toml setup.py agent/_hotpath.c agent/_compact.h agent/_capture.h
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -5,4 +5,4 @@ Here rather than in pyproject.toml, where setuptools still calls `ext-modules` e
 """
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("agent._hotpath", ["agent/_hotpath.c"], depends=["agent/_compact.h"], optional=True)])
+setup(ext_modules=[Extension("agent._hotpath", ["agent/_hotpath.c"], depends=["agent/_compact.h", "agent/_capture.h"], optional=True)])

@@ -21,6 +21,7 @@
  *   scan_pcap(buf, pos, big_endian)         -> (end, count) of the complete records from pos
  *   ingest_pcap(table, buf, start, end, linktype, big_endian, nanos)
  *   records(buf, start, end, linktype, big_endian, nanos) -> list of frames
+ *   CaptureFilter                           live capture's ring reader before the fold (_capture.h)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1106,6 +1107,10 @@ static PyTypeObject CompactType = {
     .tp_as_sequence = &compact_sequence,
 };
 
+/* ------------------------------------------------- live capture: ring blocks -> records */
+
+#include "_capture.h"
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "setup(DecodeError, Skip): what decode raises."},
     {"flow_types", flow_types, METH_VARARGS,
@@ -1129,8 +1134,9 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "agent._hotpath", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__hotpath(void) {
-    if (PyType_Ready(&CompactType) < 0) return NULL;
+    if (PyType_Ready(&CompactType) < 0 || PyType_Ready(&CaptureFilterType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && PyModule_AddObjectRef(m, "Compact", (PyObject *)&CompactType) < 0) Py_CLEAR(m);
+    if (m != NULL && PyModule_AddObjectRef(m, "CaptureFilter", (PyObject *)&CaptureFilterType) < 0) Py_CLEAR(m);
     return m;
 }

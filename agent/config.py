@@ -66,6 +66,14 @@ class CaptureConfig:
     """Payload bytes of a TCP data segment the kernel filter keeps (enough for a ClientHello)."""
     queue_size: int = 65536
     """Frames held between capture and the pipeline; past it frames drop and are counted."""
+    ring_block_size: int = 262144
+    """Bytes per block of an interface's TPACKET_V3 capture ring: a power of two, at least 65536."""
+    ring_blocks: int = 8
+    """Blocks per capture ring; each captured interface maps ring_block_size x ring_blocks bytes (per worker)."""
+    ring_block_timeout: float = 0.05
+    """Seconds after its first frame a partly filled block is handed to the agent (at least 0.001)."""
+    workers: int = 1
+    """Capture threads; above 1 every interface gets a ring per worker in a PACKET_FANOUT hash group."""
     conntrack: bool = True
     """Use the kernel's connection tracker, where available, for complete counters and Service DNAT."""
     conntrack_wait: float = 130.0

@@ -26,7 +26,7 @@ import orjson
 
 from agent.capture.conntrack import ConntrackReader, probe_conntrack
 from agent.capture.interfaces import RESCAN_EVERY, LinkMonitor, list_links, matches, parse_patterns
-from agent.capture.live import BATCH, LiveCapture, require_capture_permission
+from agent.capture.live import BATCH, LiveCapture, require_capture_permission, ring_geometry
 from agent.config import Config, ConfigError, load_config
 from agent.evaluate import load_policy_files
 from agent.flows.merge import ConntrackMerge
@@ -171,7 +171,8 @@ class Agent:
         c = self.config.capture
         self.queue: queue.Queue = queue.Queue(maxsize=max(2, c.queue_size // BATCH))
         self.capture = LiveCapture(self.queue, udp_packets_per_flow=c.udp_packets_per_flow,
-                                   tcp_segments_per_flow=c.tcp_segments_per_flow, payload_bytes=c.payload_bytes)
+                                   tcp_segments_per_flow=c.tcp_segments_per_flow, payload_bytes=c.payload_bytes,
+                                   ring=ring_geometry(c), workers=c.workers)
         self.monitor = LinkMonitor(self._patterns(self.config), on_add=self.capture.attach,
                                    on_remove=self.capture.detach)
         self.conntrack = probe_conntrack()

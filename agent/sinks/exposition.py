@@ -74,12 +74,22 @@ class CaptureCollector:
         yield CounterMetricFamily("flowwarden_capture_errors", "Capture errors (malformed frames, socket "
                                   "faults) survived; the first of each kind is logged.", value=capture.errors)
         yield CounterMetricFamily("flowwarden_capture_duplicates", "Copies of a packet already seen on "
-                                  "another interface (veth and bridge), skipped.", value=capture.dedup.duplicates)
+                                  "another interface (veth and bridge), skipped.", value=capture.duplicates)
         limited = CounterMetricFamily("flowwarden_capture_limited", "Packets past their flow's budget, "
                                       "skipped before the pipeline.", labels=["protocol"])
-        for proto, n in sorted(capture.budget.limited.items()):
+        for proto, n in sorted(capture.limited.items()):
             limited.add_metric([proto], n)
         yield limited
+        yield GaugeMetricFamily("flowwarden_capture_ring_fill_ratio", "The largest share of an interface "
+                                "ring's blocks found waiting for the agent at one read, over the last second "
+                                "(1 = full: the kernel drops).", value=capture.ring_fill)
+        yield GaugeMetricFamily("flowwarden_capture_workers", "Capture worker threads (capture.workers).",
+                                value=len(capture.workers))
+        frames = CounterMetricFamily("flowwarden_capture_worker_frames", "Frames each capture worker read from "
+                                     "its rings (the fanout's balance).", labels=["worker"])
+        for worker in capture.workers:
+            frames.add_metric([str(worker.number)], worker.filter.read)
+        yield frames
         yield GaugeMetricFamily("flowwarden_capture_queue_batches", "Batches waiting for the pipeline.",
                                 value=self.agent.queue.qsize())
         yield CounterMetricFamily("flowwarden_events_written", "Event lines written.",

@@ -275,7 +275,7 @@ def test_short_vlan_and_garbage_frames_on_the_wire_leave_capture_running(veth):
     try:
         _send_here(host, short_vlan + garbage + [syn])
         frames = _drain(out, len(short_vlan) + len(garbage) + 1)
-        assert capture._thread.is_alive() and time.monotonic() - capture.heartbeat < 1
+        assert capture.alive() and time.monotonic() - capture.heartbeat < 1
     finally:
         capture.stop()
     got = sorted(f for _ts, _lt, f in frames)
@@ -301,7 +301,7 @@ def test_an_error_reading_a_socket_is_counted_logged_once_and_capture_goes_on(ve
                 _send_here(host, [syn])
                 time.sleep(0.05)  # one read (one clock call) per frame
             frames = _drain(out, 3)
-        assert capture._thread.is_alive()
+        assert capture.alive()
     finally:
         capture.stop()
     assert capture.errors == 3
