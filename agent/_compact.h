@@ -20,10 +20,12 @@
  *
  *   Compact()                                 the table, one per FlowTable (`FlowTable.compact`)
  *   configure(addresses, v4, v6, ports)       identities; forgets every outcome
- *   remember(src, dst, port, proto, state, first_seen, outcome, spread, plain_ok, tls_ok, by_class) -> bool
+ *   remember(src, dst, port, proto, state, first_seen, outcome, end_as, spread, plain_ok, tls_ok, by_class)
+ *                                             -> bool
+ *   live(outcome) -> compact flows answered under it and not ended (a forgotten one may be reused at 0)
  *   forget()                                  forgets every outcome (the cluster changed)
  *   oldest(n) -> [first_seen]                 of the n oldest flows (FlowTable._evict merges both tables)
- *   forget_outcome(outcome)                   no new flow gets it (its event group ended)
+ *   forget_outcome(outcome)                   no new flow gets it (its event group ended): its memo entries lapse
  *   drain() -> [(outcome, count, first, last, packets, bytes, established, ends, ports, sources, tls)]
  *   collect_sources(outcome, bool)            whether an attempt group still counts its sources
  *   expire(table, now), sweep(table, now), flush(table)   deadlines, idle ends, the end of a run
@@ -50,7 +52,7 @@ typedef struct {
 typedef struct {
     uint8_t key[37], klen, alen, proto, flags;
     uint32_t serial;  /* 0: a free slot */
-    int32_t outcome;  /* once answered: the outcome its end is counted under */
+    int32_t outcome, end_as;  /* once answered: its answer's outcome, and the outcome its end is counted under */
     uint32_t src, dst, src_class, dst_class, port;
     uint8_t same;
     double first_seen, last_seen;
@@ -71,7 +73,10 @@ typedef struct {
     uint8_t *sources;     /* attempt outcomes: 16 bytes per source address since the last drain */
     uint8_t *alens;
     Py_ssize_t n_sources, sources_cap;
-    int dead, lost;       /* dead: forgotten (its event group ended); lost: a source was not kept */
+    int lost;             /* a source was not kept */
+    uint32_t gen;         /* bumped when forgotten (its event group ended): older memo entries mean nothing */
+    int32_t end_as;       /* the outcome whose end count a flow of this one adds to (same verdict and kinds) */
+    int64_t live;         /* compact flows answered under it and not ended: it may be reused at 0 */
 } Aggregate;
 
 typedef struct { uint8_t addr[16]; uint8_t alen, used; uint32_t ident, cls[2]; double valid_from; } AddrSlot;
@@ -86,7 +91,8 @@ typedef struct Compact {
     uint8_t port_named[65536];
     int configured;
     /* outcomes */
-    MemoKey *memo_keys; int32_t *memo_values; size_t memo_cap, memo_used;  /* a value < 0: an empty slot */
+    MemoKey *memo_keys; int32_t *memo_values; uint32_t *memo_gens;  /* a value < 0: an empty slot */
+    size_t memo_cap, memo_used;
     Aggregate *aggs; Py_ssize_t n_aggs;
     /* flows: a slab, an index of both keys (slot = index * 2 + reverse, -1 empty, -2 deleted) */
     CFlow *flows; uint32_t n_flows, flow_cap, *free_list, n_free, serial;
@@ -170,7 +176,7 @@ static int32_t memo_get(Compact *c, const MemoKey *k) {
     for (;; i = (i + 1) & mask) {
         int32_t o = c->memo_values[i];
         if (o < 0) return -1;
-        if (memo_eq(&c->memo_keys[i], k)) return c->aggs[o].dead ? -1 : o;
+        if (memo_eq(&c->memo_keys[i], k)) return c->aggs[o].gen == c->memo_gens[i] ? o : -1;
     }
 }
 
@@ -179,8 +185,9 @@ static int memo_put(Compact *c, MemoKey k, int32_t value) {
         size_t cap = c->memo_cap ? c->memo_cap * 2 : 1024;
         MemoKey *keys = PyMem_Malloc(cap * sizeof *keys);
         int32_t *values = PyMem_Malloc(cap * sizeof *values);
-        if (keys == NULL || values == NULL) {
-            PyMem_Free(keys), PyMem_Free(values);
+        uint32_t *gens = PyMem_Malloc(cap * sizeof *gens);
+        if (keys == NULL || values == NULL || gens == NULL) {
+            PyMem_Free(keys), PyMem_Free(values), PyMem_Free(gens);
             PyErr_NoMemory();
             return -1;
         }
@@ -189,15 +196,15 @@ static int memo_put(Compact *c, MemoKey k, int32_t value) {
             if (c->memo_values[i] < 0) continue;
             size_t j = memo_hash(&c->memo_keys[i]) & (cap - 1);
             while (values[j] >= 0) j = (j + 1) & (cap - 1);
-            keys[j] = c->memo_keys[i], values[j] = c->memo_values[i];
+            keys[j] = c->memo_keys[i], values[j] = c->memo_values[i], gens[j] = c->memo_gens[i];
         }
-        PyMem_Free(c->memo_keys), PyMem_Free(c->memo_values);
-        c->memo_keys = keys, c->memo_values = values, c->memo_cap = cap;
+        PyMem_Free(c->memo_keys), PyMem_Free(c->memo_values), PyMem_Free(c->memo_gens);
+        c->memo_keys = keys, c->memo_values = values, c->memo_gens = gens, c->memo_cap = cap;
     }
     size_t mask = c->memo_cap - 1, i = memo_hash(&k) & mask;
     while (c->memo_values[i] >= 0 && !memo_eq(&c->memo_keys[i], &k)) i = (i + 1) & mask;
     if (c->memo_values[i] < 0) c->memo_used++;
-    c->memo_keys[i] = k, c->memo_values[i] = value;
+    c->memo_keys[i] = k, c->memo_values[i] = value, c->memo_gens[i] = c->aggs[value].gen;
     return 0;
 }
 
@@ -246,7 +253,8 @@ static void apply_answer(Compact *c, CFlow *f, int32_t outcome) {
         if (g->ports != NULL) g->ports[port >> 3] |= (uint8_t)(1u << (port & 7));
         add_source(g, f->key, f->alen);
     }
-    f->outcome = outcome;
+    f->outcome = outcome, f->end_as = g->end_as;
+    g->live++;
     f->flags |= CF_ANSWERED;
 }
 
@@ -623,13 +631,13 @@ static PyObject *compact_remember(Compact *c, PyObject *args) {
     Py_buffer src, dst;
     unsigned port, proto, state;
     double first_seen;
-    int outcome, spread, plain_ok, tls_ok, by_class;
-    if (!PyArg_ParseTuple(args, "y*y*IIIdipppp", &src, &dst, &port, &proto, &state, &first_seen, &outcome, &spread,
-                          &plain_ok, &tls_ok, &by_class))
+    int outcome, end_as, spread, plain_ok, tls_ok, by_class;
+    if (!PyArg_ParseTuple(args, "y*y*IIIdiipppp", &src, &dst, &port, &proto, &state, &first_seen, &outcome, &end_as,
+                          &spread, &plain_ok, &tls_ok, &by_class))
         return NULL;
     PyObject *result = NULL;
     if (src.len != dst.len || (src.len != 4 && src.len != 16) || port > 65535 || state < ST_ESTABLISHED ||
-        state > ST_UNANSWERED || outcome < 0) {
+        state > ST_UNANSWERED || outcome < 0 || end_as < 0) {
         PyErr_SetString(PyExc_ValueError, "remember(src, dst, port, proto, state, first_seen, outcome, spread)");
         goto done;
     }
@@ -645,9 +653,10 @@ static PyObject *compact_remember(Compact *c, PyObject *args) {
     }
     MemoKey k = {by_class ? s_cls : s, by_class ? d_cls : d, c->port_named[port] ? port : PORT_OTHER,
                  (uint8_t)proto, (uint8_t)state, memcmp(src.buf, dst.buf, src.len) == 0, (uint8_t)by_class};
-    if (grow_aggs(c, (Py_ssize_t)outcome + 1) < 0 || memo_put(c, k, outcome) < 0) goto done;
+    if (grow_aggs(c, (Py_ssize_t)(outcome > end_as ? outcome : end_as) + 1) < 0) goto done;
     Aggregate *g = &c->aggs[outcome];
-    g->spread = spread, g->collect = spread, g->dead = 0, g->plain_ok = plain_ok, g->tls_ok = tls_ok;
+    g->spread = spread, g->collect = spread, g->plain_ok = plain_ok, g->tls_ok = tls_ok, g->end_as = end_as;
+    if (memo_put(c, k, outcome) < 0) goto done;
     result = Py_NewRef(Py_True);
 done:
     PyBuffer_Release(&src);
@@ -676,8 +685,14 @@ static PyObject *compact_forget(Compact *c, PyObject *noargs) {
 static PyObject *compact_forget_outcome(Compact *c, PyObject *arg) {
     Py_ssize_t outcome = PyLong_AsSsize_t(arg);
     if (outcome == -1 && PyErr_Occurred()) return NULL;
-    if (outcome >= 0 && outcome < c->n_aggs) c->aggs[outcome].dead = 1;
+    if (outcome >= 0 && outcome < c->n_aggs) c->aggs[outcome].gen++;
     Py_RETURN_NONE;
+}
+
+static PyObject *compact_live(Compact *c, PyObject *arg) {
+    Py_ssize_t outcome = PyLong_AsSsize_t(arg);
+    if (outcome == -1 && PyErr_Occurred()) return NULL;
+    return PyLong_FromLongLong(outcome >= 0 && outcome < c->n_aggs ? c->aggs[outcome].live : 0);
 }
 
 static PyObject *compact_collect_sources(Compact *c, PyObject *args) {
@@ -743,7 +758,7 @@ static PyObject *compact_counts(Compact *c, void *closure) {
 static void compact_dealloc(Compact *c) {
     for (uint32_t i = 0; i < c->flow_cap; i++) PyMem_Free(c->flows[i].serial ? c->flows[i].hello : NULL);
     PyMem_Free(c->addrs), PyMem_Free(c->v4_lo), PyMem_Free(c->v4_ident), PyMem_Free(c->v6_lo);
-    PyMem_Free(c->v6_ident), PyMem_Free(c->memo_keys), PyMem_Free(c->memo_values);
+    PyMem_Free(c->v6_ident), PyMem_Free(c->memo_keys), PyMem_Free(c->memo_values), PyMem_Free(c->memo_gens);
     aggs_free(c);
     PyMem_Free(c->flows), PyMem_Free(c->free_list), PyMem_Free(c->index), PyMem_Free(c->dues), PyMem_Free(c->ages);
     Py_TYPE(c)->tp_free((PyObject *)c);

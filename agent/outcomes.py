@@ -1,30 +1,26 @@
 """Known outcomes: what the pipeline decided at a flow's answer, repeated by the compact flow table.
 
-flows -> judges -> sinks, for flows that need no Python. When the pipeline has
-judged a flow at its answer, `Outcomes.remember` gives agent/_compact.h the
-outcome under the flow's key: each end's identity (an address the inventory
-knows is itself; any other address is the set of the policies' CIDRs that hold
-it), the port's class (itself when a policy names it by number, a Service
-exposes it or a container declares it, else "any other port"), the protocol, whether both ends are one address, and
-the answer (established, refused, unanswered). Later flows with that key live in
-the compact table and add to the outcome's aggregate; `drain` hands the
-aggregates to the sinks after every batch as one `Judged` with `count`.
+flows -> judges -> sinks, for flows that need no Python. When the pipeline has judged a flow at its
+answer, `Outcomes.remember` gives agent/_compact.h the outcome under the flow's key (its table is in
+docs/architecture.md): each end's class for a flow without findings (a pod by its NetworkPolicy class and
+whether it runs on this node, as a destination with what its TLS expectations read), each end's identity
+for a flow with findings (an address the inventory knows is itself; any other is the set of the
+policies' and TLS rules' CIDRs that hold it), the port's class, the protocol, whether both ends are one
+address, and the answer (established, refused, unanswered). Later flows with that key live in the
+compact table and add to the outcome's aggregate; `drain` hands the aggregates to the sinks after every
+batch as one `Judged` with `count` (ANSWER; CLASSIFIED for the TLS versions counted in C; END).
 
-What is remembered is exactly what the key decides, and nothing a sink could
-tell apart: the NetworkPolicy verdict (the engine's cache key is coarser), the
-TLS judge's silence (a flow without payload is never judged plaintext; an
-established TCP flow is always promoted to be classified), and an event group
-(attempts group by the source's identity and the destination, never the port).
-Not remembered, so judged in Python one by one: a finding whose group names an
-address the key does not (an established flow from, or any finding to, an
-address outside the inventory), and everything before the inventory's first
-sync. A finding's outcome is forgotten when its event group closes, so the next
-occurrence writes its own first line; every outcome is forgotten when the
-cluster changes.
+What is remembered is exactly what the key decides, and nothing a sink could tell apart. Not remembered,
+so judged in Python one by one: a finding whose event group names an address the key does not (an
+established flow from, or any finding to, an address outside the inventory), and everything before the
+inventory's first sync. A finding's outcome is forgotten when its event group closes, so the next
+occurrence writes its own first line, and its id is reused once no compact flow answered under it is
+left; identities and classes are made again when the cluster changes. A flow's end is counted under an
+outcome of the same verdict and kinds of ends (`end_as`), which is never reused.
 
-Used only when every judge is `compact_safe`, every sink `aggregates`, and the
-compiled per-packet path is on; the Python flow table is the reference, with the
-same events, metrics and summary (tests/test_outcomes.py compares both).
+Used only when every judge is `compact_safe`, every sink `aggregates`, and the compiled per-packet path
+is on; the Python flow table is the reference, with the same events, metrics and summary
+(tests/flows/test_compact.py compares both).
 """
 from __future__ import annotations
 
@@ -46,7 +42,7 @@ ESTABLISHED, REFUSED, UNANSWERED = 1, 2, 3  # agent/_compact.h's states
 PROTOCOL_NUMBERS = {TCP: 6, UDP: 17}
 CIDR_IDENTS = 1 << 31  # identities of CIDR classes; those of known addresses count from 1
 POD_CLASSES = 1 << 30  # classes of pods (what policies and TLS expectations can tell of them)
-MAX_OUTCOMES = 100_000  # past it nothing new is remembered until the cluster changes
+MAX_OUTCOMES = 100_000  # outcomes held at once; past it nothing new is remembered until some are reused
 
 
 class Outcomes:
@@ -61,6 +57,9 @@ class Outcomes:
         self._ids: dict[tuple, int] = {}  # what an outcome is -> its id (flows without findings share theirs)
         self._spread: set[int] = set()  # outcomes of attempt groups: their sources are counted
         self._findings: set[int] = set()  # outcomes with findings: forgotten when their event group closes
+        self._retired: list[int] = []  # forgotten, reused once no compact flow answered under them is left
+        self._free: list[int] = []
+        self._ends: dict[tuple, int] = {}  # (verdict, src kind, dst kind) -> the outcome ends are counted under
         self._stale = True
         self.enabled = True  # False: remember nothing new (a judge or sink that cannot take it came in)
 
@@ -118,7 +117,7 @@ class Outcomes:
         """A flow judged at its answer (a Python flow): its outcome, for the flows with its key."""
         flow, src, dst, findings = judged.flow, judged.src, judged.dst, judged.findings
         if (flow.protocol not in PROTOCOL_NUMBERS or flow.mid_stream or not self.pipeline.view.synced
-                or len(self.outcomes) >= MAX_OUTCOMES):
+                or (len(self.outcomes) >= MAX_OUTCOMES and not self._free)):
             return
         if findings and (dst.kind == EXTERNAL or (src.kind == EXTERNAL and flow.established)):
             return  # the event group names an address the key does not tell apart
@@ -133,18 +132,31 @@ class Outcomes:
         what = (flow.verdict, src.kind, dst.kind, dst.namespace, plain_ok, tls_ok) if not findings else (id(judged),)
         outcome = self._ids.get(what)
         if outcome is None:
-            outcome = len(self.outcomes)
-            self.outcomes.append((_template(judged), flow.verdict))
+            outcome = self._new(judged)
             if findings:
                 self._findings.add(outcome)
             else:
                 self._ids[what] = outcome
             if spread:
                 self._spread.add(outcome)
+        ends = (flow.verdict, src.kind, dst.kind)
+        end_as = self._ends.get(ends)
+        if end_as is None:
+            end_as = self._ends[ends] = self._new(judged)
         family = socket.AF_INET6 if ":" in flow.src_ip else socket.AF_INET
         self.compact.remember(socket.inet_pton(family, flow.src_ip), socket.inet_pton(family, flow.dst_ip),
-                              flow.dst_port, PROTOCOL_NUMBERS[flow.protocol], state, flow.first_seen, outcome, spread,
-                              plain_ok, tls_ok, not findings)
+                              flow.dst_port, PROTOCOL_NUMBERS[flow.protocol], state, flow.first_seen, outcome, end_as,
+                              spread, plain_ok, tls_ok, not findings)
+
+    def _new(self, judged: Judged) -> int:
+        """An outcome id for this answer: a reused one when one is free."""
+        entry = (_template(judged), judged.flow.verdict)
+        if self._free:
+            outcome = self._free.pop()
+            self.outcomes[outcome] = entry
+            return outcome
+        self.outcomes.append(entry)
+        return len(self.outcomes) - 1
 
     def _silent(self, how: str, flow: Flow, src, dst) -> bool:
         """Whether every judge of the classification would find nothing in such first bytes."""
@@ -159,7 +171,7 @@ class Outcomes:
     def drain(self) -> None:
         """What the compact table counted since the last drain, to the sinks as aggregates."""
         p = self.pipeline
-        ip = p.table._ip
+        ip = lambda raw: socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)  # noqa: E731
         for o, count, first, last, packets, nbytes, established, ends, ports, sources, tls in self.compact.drain():
             answer, verdict = self.outcomes[o]
             if count:
@@ -186,8 +198,12 @@ class Outcomes:
                 self.compact.forget_outcome(o)
                 self._findings.discard(o)
                 self._spread.discard(o)
+                self._retired.append(o)
         for o in self._spread:
             self.compact.collect_sources(o, True)
+        if self._retired:
+            self._free += [o for o in self._retired if not self.compact.live(o)]
+            self._retired = [o for o in self._retired if self.compact.live(o)]
 
 
 def _template(judged: Judged) -> Judged:
