@@ -575,6 +575,7 @@ static PyObject *promote(Table *t, Compact *c, CFlow *f, int forward) {
     CFlow cf = *f;
     f->hello = NULL;  /* now cf's: freed below */
     c->started--;  /* FlowTable._started counts it */
+    if (cf.flags & CF_ANSWERED) c->aggs[cf.outcome].live--;  /* its end is counted in Python now */
     flow_free(c, f);
     unsigned a = cf.alen;
     uint8_t rk[37];
@@ -647,7 +648,8 @@ static int compact_end(Table *t, Compact *c, CFlow *f) {
         }
         apply_answer(c, f, o);
     }
-    c->aggs[f->outcome].ends++;
+    c->aggs[f->end_as].ends++;
+    c->aggs[f->outcome].live--;
     flow_free(c, f);
     return 0;
 }
@@ -1080,6 +1082,7 @@ static PyMethodDef compact_methods[] = {
     {"forget", (PyCFunction)compact_forget, METH_NOARGS, "forget(): every outcome (the cluster changed)."},
     {"drain", (PyCFunction)compact_drain, METH_NOARGS,
      "drain() -> [(outcome, count, first, last, packets, bytes, established, ends, ports, sources)]."},
+    {"live", (PyCFunction)compact_live, METH_O, "live(outcome) -> compact flows answered under it, not ended."},
     {"forget_outcome", (PyCFunction)compact_forget_outcome, METH_O,
      "forget_outcome(outcome): no new flow gets it (its event group ended)."},
     {"collect_sources", (PyCFunction)compact_collect_sources, METH_VARARGS,
