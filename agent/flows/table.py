@@ -3,8 +3,9 @@
 Every frame of a batch is decoded and folded into its flow here, in one loop:
 this is the per-packet path, so it touches only tuples, dict entries and slots
 attributes. `agent/_hotpath.c` runs the same loop compiled when it is built and
-calls back here through `FoldHooks`. Each flow is stored under both directions'
-keys, so one dict lookup finds it and tells the direction.
+calls back here through `FoldHooks`; with it, flows the pipeline's known outcomes
+cover live in its compact table (`compact`, agent/outcomes.py) until they need
+Python. Each flow is stored under both directions' keys: one lookup finds it.
 
 A flow tells its owner about each point of its life as soon as it happens:
 `on_start(flow)` at its first packet, `on_answer(flow)` at the first packet of
@@ -22,7 +23,7 @@ from __future__ import annotations
 import socket
 from collections import deque
 from itertools import islice
-from typing import Callable, NamedTuple
+from typing import Callable
 
 from agent.config import FlowConfig
 from agent.decode.app import Classification, classify, classify_answer, tls_info
@@ -30,6 +31,7 @@ from agent.decode.errors import DecodeError, Skip
 from agent.decode.hotpath import HOTPATH, PcapRecords
 from agent.decode.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, decode_frame, reverse_key, split_key
 from agent.flows.reassembly import StreamStart
+from agent.flows.track import FoldHooks, Track
 from agent.model import APP_UNKNOWN, PROTOCOLS, Flow
 
 _SYN_ONLY = TCP_SYN
@@ -38,35 +40,6 @@ _FIN_RST = TCP_FIN | TCP_RST
 SCTP_ABORT = 6  # chunk type (RFC 9260)
 STRAY = "tcp-stray"  # skipped: a bare ACK, FIN or RST of no known flow (a late segment, its RST answer)
 CLASSIFY_BYTES = 16384  # first bytes of each direction kept until the connection is classified
-
-
-class Track:
-    """Per-flow state that only matters until the flow is classified or closed.
-
-    A direction's buffer is made at its first byte (most flows of a scan or a flood have
-    none); until then only its initial sequence number is kept (None: not seen)."""
-    __slots__ = ("client", "server", "client_isn", "server_isn", "result", "fins", "hello", "due", "held")
-
-    def __init__(self, client_isn: int | None, server_isn: int | None):
-        self.client: StreamStart | None = None
-        self.server: StreamStart | None = None
-        self.client_isn, self.server_isn, self.result = client_isn, server_isn, None
-        self.fins = 0  # bit 1: the initiator sent a FIN, bit 2: the responder did
-        self.hello: Classification | None = None  # TLS with its ClientHello parsed: awaiting the answer
-        self.due = 0.0  # when the first bytes must be decided (answer_timeout after they began)
-        self.held = 0  # payload bytes buffered, counted in FlowTable.stream_bytes
-
-
-class FoldHooks(NamedTuple):
-    """What the compiled fold (agent/_hotpath.c) calls back, in packet order: the table's seam."""
-    started: Callable  # (entry) after a new flow is stored
-    answered: Callable  # (entry) at the responder's first packet
-    payload: Callable  # (entry, forward, seq, payload) for a flow not yet classified
-    server_start: Callable  # (track, isn) at the SYN-ACK
-    end: Callable  # (entry) when a new SYN reuses a closed flow's 5-tuple
-    ip_text: Callable  # (raw address) -> text, for addresses not in the table's cache
-    evict: Callable  # (now) when a new compact flow makes the flows more than max_flows
-    adopt: Callable  # (entry, outcome) a compact flow moved here after its answer was counted there
 
 
 def _finish(flow: Flow, result: Classification | None) -> None:
@@ -251,10 +224,8 @@ class FlowTable:
         self.on_answer(entry[0])
 
     def _evict(self, now: float) -> None:
-        """Table pressure: end the oldest 1 % of flows at once (dicts keep insertion order).
-
-        In batches because reaching the oldest entry walks the slots deleted before it:
-        one at a time, that walk made every eviction O(table)."""
+        """Table pressure: end the oldest 1 % of flows (of both tables) at once, in batches because
+        reaching the dict's oldest entry walks the slots deleted before it (one at a time: O(table))."""
         if self._evicting:  # ending a compact flow may move it here first: not a new pressure
             return
         self._evicting = True

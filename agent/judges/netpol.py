@@ -18,7 +18,8 @@ rebuilt for each flow. A Service's verdict (each backend judged) is held per
 source class and Service endpoint, which the store keeps until a change. The pipeline's judges wrap it
 (`netpol_judges.py`); `evaluate` asks `decide_flow` directly.
 
-Semantics, as the API defines them: a flow is allowed iff the source's egress
+Rules admit peers and ports as `netpol_match.py` says; decisions are explained by
+`netpol_explain.py`. Semantics, as the API defines them: a flow is allowed iff the source's egress
 and the destination's ingress both allow it; a pod no policy selects for a
 direction is open in it; policies only select pods of their own namespace;
 non-pod ends (node, external, service without backends) have no policies and
@@ -37,7 +38,8 @@ from agent.judges.netpol_compile import (  # noqa: F401  (re-exported API)
     validate_policy)
 from agent.judges.netpol_explain import (  # noqa: F401  (re-exported API)
     EGRESS_SIDE, INGRESS_SIDE, Decision, SideDecision, combine_backends, deciding_policies,
-    describe, side_reason)
+    describe, explained, on_side, side_reason)
+from agent.judges.netpol_match import PeerMatcher, admit
 from agent.model import (
     ALLOW, AMBIGUOUS, BOTH, DENY, NAMESPACE_NAME_LABEL, POD, SERVICE, TERMINAL_PHASES, ClusterView, Endpoint,
     NetworkPolicy, Pod, backend_port)
@@ -46,7 +48,6 @@ from agent.model import (
 DEFAULT_MAX_CACHE = 200_000  # decisions kept (~1 KiB each); past it the cache starts over
 MAX_ADDRESS_CLASSES = 65_536  # non-pod addresses whose class is remembered
 MAX_CLASSES = 1_000_000  # class ids remembered (pods come and go); past it they start over
-_UNSET = object()
 
 
 def policy_subject(pod: Pod) -> bool:
@@ -252,14 +253,14 @@ class NetpolEngine:
             return SideDecision(side, isolated=False, subject_is_pod=False)
         selected: list[str] = []
         allowed_by = None
-        matcher = _PeerMatcher(self, peer)
+        matcher = PeerMatcher(self.namespace_labels, peer)
         for cp in self._by_ns.get(subject.namespace, ()):
             rules = cp.ingress if direction == INGRESS else cp.egress
             if rules is None or not cp.select(subject.labels):
                 continue
             selected.append(cp.key)
             if allowed_by is None:
-                allowed_by = _admit(cp, rules, matcher, port=port, protocol=protocol,
+                allowed_by = admit(cp, rules, matcher, port=port, protocol=protocol,
                                     dst_ports=dst_ports)
         return SideDecision(side, isolated=bool(selected), selected_by=tuple(selected),
                             allowed_by=allowed_by)
@@ -328,104 +329,14 @@ class NetpolEngine:
         self._by_ns[ns] = tuple(merged[name] for name in sorted(merged))
 
 
-class _PeerMatcher:
-    """The other end of a flow, with its parsed IP and namespace labels computed once."""
-    __slots__ = ("engine", "ep", "_ip", "_ns_labels")
-
-    def __init__(self, engine: NetpolEngine, ep: Endpoint):
-        self.engine, self.ep = engine, ep
-        self._ip: object = _UNSET  # None once known not to be an IP
-        self._ns_labels: Mapping[str, str] | None = None
-
-    def matches(self, peer: Peer, policy_ns: str) -> bool:
-        if peer.net is not None:
-            ip = self._address()
-            return (ip is not None and ip in peer.net
-                    and not any(ip in ex for ex in peer.excepts))
-        ep = self.ep
-        if ep.kind != POD:
-            return False
-        if peer.ns_sel is None:
-            if ep.namespace != policy_ns:
-                return False
-        else:
-            if self._ns_labels is None:
-                self._ns_labels = self.engine.namespace_labels(ep.namespace)
-            if not peer.ns_sel(self._ns_labels):
-                return False
-        return peer.pod_sel(ep.labels)
-
-    def _address(self):
-        if self._ip is _UNSET:
-            try:
-                self._ip = ipaddress.ip_address(self.ep.ip)
-            except ValueError:
-                self._ip = None
-        return self._ip
-
-
-def _admit(cp: CompiledPolicy, rules: tuple[Rule, ...], matcher: _PeerMatcher, *,
-           port: int, protocol: str, dst_ports: tuple) -> dict | None:
-    """The first (rule, peer, port) of `cp` admitting the flow, or None."""
-    for i, rule in enumerate(rules):
-        port_index = _port_index(rule.ports, port=port, protocol=protocol, dst_ports=dst_ports)
-        if port_index is False:
-            continue
-        if rule.peers is None:
-            return {"policy": cp.key, "rule": i, "peer": None, "port": port_index}
-        for j, peer in enumerate(rule.peers):
-            if matcher.matches(peer, cp.namespace):
-                return {"policy": cp.key, "rule": i, "peer": j, "port": port_index}
-    return None
-
-
-def _port_index(ports: tuple[PortSpec, ...] | None, *, port: int, protocol: str,
-                dst_ports: tuple) -> int | None | bool:
-    """Index of the first matching port entry; None when the rule has no ports; False: no match."""
-    if ports is None:
-        return None
-    for k, spec in enumerate(ports):
-        if spec.protocol != protocol:
-            continue
-        if spec.name is not None:
-            # Named port: the destination pod must define it with the same protocol.
-            if any(cp.name == spec.name and cp.protocol == protocol and cp.port == port
-                   for cp in dst_ports):
-                return k
-        elif spec.lo is None or spec.lo <= port <= spec.hi:
-            return k
-    return False
-
-
 def _loopback(src: Endpoint, dst: Endpoint) -> bool:
     """As the upstream e2e model expects (AllowLoopback): a pod reaching its own IP never leaves
     its network namespace, so no policy applies."""
     return src.kind == POD and dst.kind == POD and src.uid is not None and src.uid == dst.uid
 
 
-def on_side(decision: Decision, side: str) -> Decision:
-    """The decision as one direction alone makes it (BOTH: as it is); the other direction's reason is
-    dropped, its policies do not decide."""
-    if side == BOTH:
-        return decision
-    judged = decision.egress if side == EGRESS_SIDE else decision.ingress
-    verdict = ALLOW if judged.allowed else DENY
-    unjudged = SideDecision(INGRESS_SIDE if side == EGRESS_SIDE else EGRESS_SIDE, isolated=False)
-    policies = deciding_policies(verdict, judged, unjudged)
-    reasons = decision.reasons
-    if len(reasons) == 2:  # (egress, ingress), as _explained writes them
-        reasons = (reasons[0 if side == EGRESS_SIDE else 1],)
-    return Decision(verdict, decision.egress, decision.ingress, policies, reasons)
-
-
 def _explained(decision: Decision, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> Decision:
-    """The decision with the reasons of this flow's ends and port (a new Decision: it is frozen)."""
-    if _loopback(src, dst):
-        reasons = (f"loopback: {describe(src)} reaching itself is not subject to policy",)
-    else:
-        reasons = (side_reason(decision.egress, subject=src, peer=dst, port=port, protocol=protocol),
-                   side_reason(decision.ingress, subject=dst, peer=src, port=port, protocol=protocol))
-    return Decision(decision.verdict, decision.egress, decision.ingress, decision.policies, reasons)
+    return explained(decision, src, dst, port, protocol, loopback=_loopback(src, dst))
 
 
 def _with_name_label(name: str, labels: Mapping[str, str]) -> Mapping[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from agent.model import ALLOW, DENY, NODE, POD, SERVICE, Endpoint
+from agent.model import ALLOW, BOTH, DENY, NODE, POD, SERVICE, Endpoint
 
 EGRESS_SIDE, INGRESS_SIDE = "egress", "ingress"
 
@@ -114,3 +114,28 @@ def combine_backends(service: Endpoint, results: list[tuple[Endpoint, Decision]]
     names = tuple(dict.fromkeys(p for _, d in denied for p in d.policies))
     first = denied[0][1]
     return Decision(DENY, first.egress, first.ingress, names, tuple(reasons))
+
+
+def explained(decision: Decision, src: Endpoint, dst: Endpoint, port: int, protocol: str, *,
+              loopback: bool) -> Decision:
+    """The decision with the reasons of this flow's ends and port (a new Decision: it is frozen)."""
+    if loopback:
+        reasons = (f"loopback: {describe(src)} reaching itself is not subject to policy",)
+    else:
+        reasons = (side_reason(decision.egress, subject=src, peer=dst, port=port, protocol=protocol),
+                   side_reason(decision.ingress, subject=dst, peer=src, port=port, protocol=protocol))
+    return Decision(decision.verdict, decision.egress, decision.ingress, decision.policies, reasons)
+
+
+def on_side(decision: Decision, side: str) -> Decision:
+    """The decision as one direction alone makes it (BOTH: as it is), for a node that judges only its
+    own pods' side (model.side_of): the other direction's reason is dropped, its policies do not decide."""
+    if side == BOTH:
+        return decision
+    judged = decision.egress if side == EGRESS_SIDE else decision.ingress
+    verdict = ALLOW if judged.allowed else DENY
+    unjudged = SideDecision(INGRESS_SIDE if side == EGRESS_SIDE else EGRESS_SIDE, isolated=False)
+    reasons = decision.reasons
+    if len(reasons) == 2:  # (egress, ingress), as `explained` writes them
+        reasons = (reasons[0 if side == EGRESS_SIDE else 1],)
+    return Decision(verdict, decision.egress, decision.ingress, deciding_policies(verdict, judged, unjudged), reasons)
