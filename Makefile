@@ -7,7 +7,7 @@ FW     := $(VENV)/bin/flowwarden
 # prometheus brings promtool and the Prometheus server of the alerting end-to-end test).
 SYSTEM_TOOLS := ip:iproute2 tcpdump:tcpdump openssl:openssl curl:curl nft:nftables promtool:prometheus setcap:libcap2-bin
 
-.PHONY: demo test bench tools clean record
+.PHONY: demo test bench bench-tools tools clean record
 
 $(VENV)/.installed: pyproject.toml setup.py agent/_hotpath.c agent/_compact.h agent/_capture.h
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,21 @@ test: $(VENV)/.installed tools
 	FLOWWARDEN_PURE_PYTHON=1 $(PY) -m pytest -p no:cacheprovider -q tests/flows tests/decode tests/scenarios tests/sinks tests/test_pipeline.py
 	$(PY) -m pytest -p no:cacheprovider -rs
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed bench-tools
 	$(PY) bench/run.py
+
+# bench_live.py compares the agent with Suricata 7 (AF_PACKET) on the same lab when `suricata` is there:
+# root installs it from Debian bookworm-backports (sources.list.d must list bookworm-backports);
+# otherwise the live bench measures flowwarden alone and says so.
+bench-tools:
+	@if command -v suricata >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then \
+	  echo "installing: suricata (bookworm-backports)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    -t bookworm-backports suricata >/dev/null; \
+	else \
+	  echo "suricata missing (root with bookworm-backports in apt sources installs it); bench_live.py measures flowwarden alone"; \
+	fi
 
 record:
 	bash pcaps/record.sh

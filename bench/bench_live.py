@@ -17,7 +17,8 @@ bookworm-backports), Suricata runs alone in AF_PACKET mode on the same interface
 (no rules, no eve output: capture, decode, flows, TCP reassembly and app-layer
 parsing) under the same first short-connection load: its CPU and kernel drops.
 Everything it creates is removed at the end.
-Usage: bench_live.py [--seconds 8] [--clients 4] [--rates 5000,0] [--workers 1] [--no-suricata]
+Usage: bench_live.py [--seconds 8] [--clients 4] [--rates 5000,0] [--workers 1] [--ring SIZExBLOCKS]
+[--no-suricata]
 """
 from __future__ import annotations
 
@@ -189,6 +190,8 @@ def main() -> None:
     ap.add_argument("--interfaces", default="vh*,br0", help="what the agent captures on (br0 adds a third copy)")
     ap.add_argument("--rates", default="5000,0", help="connections/s of each short phase (0: as fast as possible)")
     ap.add_argument("--workers", type=int, default=1, help="capture.workers of the agent")
+    ap.add_argument("--ring", default="", help="capture.ring_block_size x ring_blocks, e.g. 1048576x8 (default: "
+                    "the shipped settings)")
     ap.add_argument("--no-suricata", action="store_true", help="skip the Suricata comparison")
     args = ap.parse_args()
     args.rates = [float(r) for r in args.rates.split(",")]
@@ -213,7 +216,8 @@ def flowwarden_phases(args, lab: Lab, tmp: Path) -> None:
            "status": {"phase": "Running", "podIPs": [{"ip": f"10.88.0.{i}"}]}}
           for i, n in ((2, "client"), (3, "server")))]}))
     config = tmp / "flowwarden.yaml"
-    config.write_text(f"flows:\n  closed_linger: 0.5\n  tcp_timeout: 30\ncapture:\n  workers: {args.workers}\n")
+    ring = ("  ring_block_size: {}\n  ring_blocks: {}\n".format(*args.ring.split("x"))) if args.ring else ""
+    config.write_text(f"flows:\n  closed_linger: 0.5\n  tcp_timeout: 30\ncapture:\n  workers: {args.workers}\n{ring}")
     port = 9847
     agent = subprocess.Popen(in_ns(node, sys.executable, "-m", "agent.cli", "run", "--cluster", str(cluster),
                                    "--config", str(config), "--interfaces", args.interfaces,
@@ -225,7 +229,8 @@ def flowwarden_phases(args, lab: Lab, tmp: Path) -> None:
     while metrics(node, port).get("flowwarden_capture_interfaces", 0) < want and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
-    print(f"live: capturing on {args.interfaces} with {args.workers} capture worker(s); "
+    print(f"live: capturing on {args.interfaces} with {args.workers} capture worker(s)"
+          f"{f', rings {args.ring}' if args.ring else ''}; "
           f"{args.clients} client processes")
     idle_phase(args, node, port, agent.pid)
     for rate in args.rates:
