@@ -101,7 +101,7 @@ typedef struct Compact {
     Due *ages; size_t age_head, age_len, age_cap;     /* creation order, for eviction */
     double answer_timeout, tcp_timeout, udp_timeout, closed_linger;
     Py_ssize_t max_flows;
-    unsigned long long started, evicted;
+    unsigned long long ended, evicted;  /* ended: flows that lived here to their end */
     double last_shed;
 } Compact;
 
@@ -501,7 +501,6 @@ static CFlow *flow_new(Compact *c, const Packet *p, const uint8_t *key, size_t k
         flow_free(c, f);
         return NULL;
     }
-    c->started++;
     return f;
 }
 
@@ -752,7 +751,7 @@ static PyObject *compact_drain(Compact *c, PyObject *noargs) {
 static Py_ssize_t compact_len(Compact *c) { return c->n_flows; }
 
 static PyObject *compact_counts(Compact *c, void *closure) {
-    return Py_BuildValue("KKd", c->started, c->evicted, c->last_shed);
+    return Py_BuildValue("KKd", c->ended, c->evicted, c->last_shed);
 }
 
 static void compact_dealloc(Compact *c) {

@@ -574,7 +574,6 @@ done:
 static PyObject *promote(Table *t, Compact *c, CFlow *f, int forward) {
     CFlow cf = *f;
     f->hello = NULL;  /* now cf's: freed below */
-    c->started--;  /* FlowTable._started counts it */
     if (cf.flags & CF_ANSWERED) c->aggs[cf.outcome].live--;  /* its end is counted in Python now */
     flow_free(c, f);
     unsigned a = cf.alen;
@@ -650,6 +649,7 @@ static int compact_end(Table *t, Compact *c, CFlow *f) {
     }
     c->aggs[f->end_as].ends++;
     c->aggs[f->outcome].live--;
+    c->ended++;
     flow_free(c, f);
     return 0;
 }
@@ -1091,7 +1091,7 @@ static PyMethodDef compact_methods[] = {
 };
 
 static PyGetSetDef compact_getset[] = {
-    {"counts", (getter)compact_counts, NULL, "(started, evicted, last_shed)", NULL},
+    {"counts", (getter)compact_counts, NULL, "(ended, evicted, last_shed)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -53,7 +53,6 @@ class Outcomes:
         self.compact = HOTPATH.Compact()
         pipeline.table.on_adopt = self.adopt
         self.outcomes: list[tuple[Judged, str]] = []  # id -> (the answer's Judged, the flow's verdict)
-        self._ports = bytes(65536)  # the ports the compact table tells apart
         self._ids: dict[tuple, int] = {}  # what an outcome is -> its id (flows without findings share theirs)
         self._spread: set[int] = set()  # outcomes of attempt groups: their sources are counted
         self._findings: set[int] = set()  # outcomes with findings: forgotten when their event group closes
@@ -81,7 +80,7 @@ class Outcomes:
         tls_networks, tls_ports = tls.key_classes() if tls is not None else ((), ())
         networks = tuple(dict.fromkeys(networks + tls_networks))
         ports = bytearray(named)
-        for port in (*view.declared_ports(), *tls_ports):  # a Service's target port, a pod's named port
+        for port in (*view.declared_ports(), *tls_ports):  # Services, containers, TLS annotations and rules
             ports[port] = 1
         addresses, classes = {}, {}
         for ident, (ip, since) in enumerate(view.address_windows().items(), start=1):
@@ -96,8 +95,7 @@ class Outcomes:
             packed = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
             addresses[packed] = (ident, as_src, as_dst, since)
         v4, v6 = _intervals(networks, 4), _intervals(networks, 6)
-        self._ports = bytes(ports)
-        self.compact.configure(addresses, v4, v6, self._ports)
+        self.compact.configure(addresses, v4, v6, bytes(ports))
         self._stale = False
 
     def _engine(self):
@@ -123,10 +121,8 @@ class Outcomes:
             return  # the event group names an address the key does not tell apart
         state = UNANSWERED if not flow.packets_dst else ESTABLISHED if flow.established else REFUSED
         spread = any(f.kind == POLICY_VIOLATION for f in findings) and not flow.established
-        # A port of "any other" class keeps its TLS expectations only outside the inventory (TLS rules alone
-        # apply there, and their ports and networks are classes of their own); a pod's annotations may name it.
+        # Every port a TLS annotation or rule names is a class of its own: "any other port" shares its expectations.
         plain_ok, tls_ok = (flow.protocol == TCP and flow.established
-                            and (self._ports[flow.dst_port] or dst.kind == EXTERNAL)
                             and self._silent(f"silent_on_{first}", flow, src, dst) for first in ("plaintext", "tls"))
         # Flows without findings share an outcome per what sinks read of them: kinds, the verdict, dst namespace.
         what = (flow.verdict, src.kind, dst.kind, dst.namespace, plain_ok, tls_ok) if not findings else (id(judged),)

@@ -122,7 +122,7 @@ class Pipeline:
             packets=lambda: t.packets, skipped=lambda: dict(t.skipped), flows_active=lambda: len(t),
             evicted=lambda: t.evicted + self._compact_counts()[1], judge_errors=lambda: dict(self.judge_errors),
             cap_hits=self._cap_hits, shedding=lambda: t.now - self._last_shed() < SHEDDING_HOLD,
-            transit=lambda: self.transit,
+            transit=lambda: self.transit, compact=lambda: self._compact_counts()[0],
             dropped=lambda: {**{("decode", r): n for r, n in dict(t.dropped).items()}, **dict(self.dropped)})
 
     def _cap_hits(self) -> dict[str, int]:
@@ -140,7 +140,7 @@ class Pipeline:
                     *(getattr(s, "last_shed", float("-inf")) for s in self.sinks)])
 
     def _compact_counts(self) -> tuple[int, int, float]:
-        """The compact table's (flows started, evicted, last shed)."""
+        """The compact table's (flows that lived there to their end, evicted, last shed)."""
         return self.table.compact.counts if self.table.compact is not None else (0, 0, float("-inf"))
 
     def count_drop(self, stage: str, reason: str, n: int = 1) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any, Callable, Iterable
 
 from agent.model import (
-    AMBIGUOUS, NODE, POD, SERVICE, TERMINAL_PHASES, Endpoint, EndpointSlice, Namespace,
+    AMBIGUOUS, NODE, POD, REQUIRE_TLS_ANNOTATION, SERVICE, TERMINAL_PHASES, Endpoint, EndpointSlice, Namespace,
     NetworkPolicy, Node, Pod, Service,
 )
 from agent.inventory.objects import KINDS
@@ -177,9 +178,13 @@ class Store:
         return max((c.start if c.end == INF else c.end for c in self._claims.get(ip, ())), default=-INF)
 
     def declared_ports(self) -> set[int]:
-        """Every port a Service exposes or a pod's container declares (named ports resolve to these)."""
+        """Every port a Service exposes or a pod's container declares (named ports resolve to these), and
+        every number in a flowwarden.io/require-tls annotation (TLS may be required on those alone)."""
+        annotated = [o.annotations.get(REQUIRE_TLS_ANNOTATION) for kind in ("Pod", "Service", "Namespace")
+                     for o in self.objects[kind].values()]
         return ({p.port for svc in self.objects["Service"].values() for p in svc.ports}
-                | {p.port for pod in self.objects["Pod"].values() for p in pod.ports})
+                | {p.port for pod in self.objects["Pod"].values() for p in pod.ports}
+                | {int(n) for value in annotated if value for n in re.findall(r"\d+", value) if int(n) < 65536})
 
     def namespace(self, name: str) -> Namespace | None:
         return self.objects["Namespace"].get(name)

@@ -29,11 +29,11 @@ class PipelineStats:
                  skipped: Callable[[], Mapping[str, int]], flows_active: Callable[[], int],
                  evicted: Callable[[], int], judge_errors: Callable[[], Mapping[str, int]] = dict,
                  cap_hits: Callable[[], Mapping[str, int]] = dict, shedding: Callable[[], bool] = bool,
-                 transit: Callable[[], int] = int):
+                 transit: Callable[[], int] = int, compact: Callable[[], int] = int):
         self.packets, self.dropped, self.skipped = packets, dropped, skipped
         self.flows_active, self.evicted = flows_active, evicted
         self.judge_errors, self.cap_hits, self.shedding = judge_errors, cap_hits, shedding
-        self.transit = transit
+        self.transit, self.compact = transit, compact
 
 
 class _StatsCollector(Collector):
@@ -73,6 +73,9 @@ class _StatsCollector(Collector):
         yield CounterMetricFamily("flowwarden_transit_flows", "Flows between pods of other nodes (or a pod of another "
                                   "node and an address that is no pod): not judged here, their nodes judge them.",
                                   value=s.transit())
+        yield CounterMetricFamily("flowwarden_compact_flows", "Flows that lived in the compact table to their end, "
+                                  "never a Python object (their outcomes were known).",
+                                  value=s.compact())
 
 
 OTHER_NAMESPACES = "_other"  # label value for namespaces past `max_namespaces`

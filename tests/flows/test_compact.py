@@ -35,7 +35,7 @@ SCENARIO = ROOT / "pcaps" / "http-allowed-and-denied"
 BATCH_POD, API_POD, FRONTEND_POD = "10.244.1.30", "10.244.1.20", "10.244.1.10"  # api admits only frontend
 compiled = pytest.mark.skipif(HOTPATH is None, reason="the compact table is part of the compiled per-packet path, "
                                                       "which FLOWWARDEN_PURE_PYTHON=1 (or no C compiler) turns off")
-TIMING = re.compile(rb"^flowwarden_(judge_duration|build_info|process|python).*\n", re.M)
+TIMING = re.compile(rb"^flowwarden_(judge_duration|build_info|process|python|compact_flows).*\n", re.M)  # path-dependent
 
 
 def _replay(pcap: Path, cluster: Path, out: Path, *, pure: bool, config: str | None = None) -> tuple[bytes, ...]:
