@@ -26,8 +26,8 @@ from agent.judges import build_judges
 from agent.outcomes import Outcomes
 from agent.sinks.metrics import PipelineStats
 from agent.model import (
-    ACTIVE, ANSWER, CLASSIFIED, END, NODE, POLICY_CHANGE, POLICY_VERDICT, START, UNKNOWN, ClusterView, Endpoint, Finding, Flow,
-    Judge, Judged, NetworkPolicy, Sink, is_violation, side_of, verdict_of,
+    ACTIVE, ANSWER, CLASSIFIED, END, NODE, POLICY_CHANGE, POLICY_VERDICT, START, UNKNOWN, ClusterView, Endpoint,
+    Finding, Flow, Judge, Judged, NetworkPolicy, Sink, is_violation, side_of, verdict_of,
 )
 
 log = logging.getLogger("flowwarden.pipeline")
@@ -150,22 +150,23 @@ class Pipeline:
     def feed(self, frames: list | PcapRecords) -> None:
         """Fold a batch of frames; sinks are flushed once a second of capture time, or at once when one
         holds something urgent (an event group's first line)."""
-        if self.outcomes is not None:
-            self.outcomes.before_batch()
-        self.table.ingest(frames)
-        if self.outcomes is not None:
-            self.outcomes.drain()
+        self._with_outcomes(self.table.ingest, frames)
         if self.table.now >= self._next_flush or any(getattr(s, "urgent", False) for s in self.sinks):
             self.flush(self.table.now)
 
     def tick(self, now: float) -> None:
         """The live agent's clock (every second, packets or not): deadlines, sweeps, sink flushes."""
+        self._with_outcomes(self.table.tick, now)
+        self.flush(now)
+
+    def _with_outcomes(self, step, arg) -> None:
+        """A step of the flow table, with the compact table's identities current before it and its
+        aggregates handed to the sinks after it."""
         if self.outcomes is not None:
             self.outcomes.before_batch()
-        self.table.tick(now)
+        step(arg)
         if self.outcomes is not None:
             self.outcomes.drain()
-        self.flush(now)
 
     def flush(self, now: float) -> None:
         self._next_flush = now + FLUSH_EVERY
