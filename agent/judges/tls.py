@@ -15,9 +15,9 @@ from typing import Callable, Mapping
 
 from agent.inventory.selectors import SelectorError, compile_selector
 from agent.model import (
-    APP_TLS, APP_UNKNOWN, CLASSIFIED, CRITICAL, EGRESS, EXTERNAL, NAMESPACE_NAME_LABEL, PLAINTEXT, POD, REQUIRE_TLS_ANNOTATION,
-    SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION, TLS_RANK, TLS_VERSION, WARNING, ClusterView, Endpoint, Finding, Flow,
-    backend_port, highest_version,
+    APP_TLS, APP_UNKNOWN, CLASSIFIED, CRITICAL, EGRESS, EXTERNAL, NAMESPACE_NAME_LABEL, PLAINTEXT, POD,
+    REQUIRE_TLS_ANNOTATION, SERVICE, TCP, TLS_MIN_VERSION_ANNOTATION, TLS_RANK, TLS_VERSION, WARNING, ClusterView,
+    Endpoint, Finding, Flow, backend_port, highest_version,
 )
 
 MIN_VERSIONS = ("1.2", "1.3")  # what tls-min-version / minVersion accept
