@@ -39,6 +39,7 @@ enum { CF_ESTABLISHED = 1, CF_CLOSED = 2, CF_FIN_FWD = 4, CF_FIN_REV = 8, CF_ANS
 /* model.TLS_VERSIONS, the names decode/tls.py gives (version_name) */
 static const char *TLS_NAMES[] = {"ssl2", "ssl3", "1.0", "1.1", "1.2", "1.3-draft", "1.3"};
 #define N_TLS (sizeof TLS_NAMES / sizeof *TLS_NAMES)
+#define MAX_MEMO (1u << 20)    /* outcomes remembered by key (~24 MiB of table at most) */
 #define CLASSIFY_BYTES 16384  /* flows/table.py: the first bytes of each direction kept to classify */
 #define MAX_RECORD 16384      /* decode/tls.py */
 #define PORT_OTHER 65536u       /* the class of every port no policy names */
@@ -180,7 +181,10 @@ static int32_t memo_get(Compact *c, const MemoKey *k) {
     }
 }
 
+static void memo_forget(Compact *c);
+
 static int memo_put(Compact *c, MemoKey k, int32_t value) {
+    if (c->memo_used >= MAX_MEMO) memo_forget(c);  /* keys seen only once add up: start over, bounded */
     if ((c->memo_used + 1) * 2 > c->memo_cap) {  /* grow (entries are never deleted, only all forgotten) */
         size_t cap = c->memo_cap ? c->memo_cap * 2 : 1024;
         MemoKey *keys = PyMem_Malloc(cap * sizeof *keys);
