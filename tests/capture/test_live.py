@@ -307,3 +307,20 @@ def test_an_error_reading_a_socket_is_counted_logged_once_and_capture_goes_on(ve
     assert capture.errors == 3
     assert [r.exc_info[0] for r in caplog.records if r.name == "flowwarden.capture"] == [RuntimeError]
     assert {f for _ts, _lt, f in frames} == set(syns)  # what could not be read then is read later
+
+
+def test_an_interface_deleted_under_capture_is_detached_and_its_counts_kept(veth):
+    host, ns, peer = veth
+    capture, out = _capture(host)
+    try:
+        _send(ns, peer, [E / IP(**V4) / TCP(sport=44000 + i, dport=80, flags="S") for i in range(3)])
+        assert len(_drain(out, 3)) == 3
+        _ip("link", "del", host)  # the ring's socket gets ENETDOWN (EPOLLERR): no monitor needed
+        deadline = time.monotonic() + 3
+        while capture.interfaces and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not capture.interfaces and capture.alive() and capture.errors == 0
+        assert time.monotonic() - capture.heartbeat < 1  # no spinning on the dead socket either
+    finally:
+        capture.stop()
+    assert capture.kernel_stats()["_detached"] == (3, 0)
