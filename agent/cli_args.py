@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
+import sys
 from typing import Callable, Mapping
 
 from agent.model import ALLOW, DENY, UNKNOWN
@@ -42,7 +42,7 @@ exit status: 0 judged (1 with --check when any verdict is deny); 2 bad input (on
 def parser(commands: Mapping[str, Callable], description: str) -> argparse.ArgumentParser:
     """The command line; `commands` maps each subcommand to the function that runs it."""
     p = argparse.ArgumentParser(prog="flowwarden", description=description)
-    p.add_argument("--version", action="version", version=f"flowwarden {_version()}")
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
     raw = argparse.RawDescriptionHelpFormatter
 
@@ -136,11 +136,17 @@ def parser(commands: Mapping[str, Callable], description: str) -> argparse.Argum
     return p
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("flowwarden")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
+class _Version(argparse.Action):
+    """`--version`, read from the installed metadata only when asked (importlib.metadata costs ~25 ms)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import importlib.metadata
+        try:
+            version = importlib.metadata.version("flowwarden")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown (not installed)"
+        print(f"flowwarden {version}", file=sys.stdout)
+        parser.exit()
 
 
 def _with_policies(p: argparse.ArgumentParser) -> None:
