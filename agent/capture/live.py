@@ -29,12 +29,12 @@ from scapy.data import ETH_P_ALL
 
 from agent.capture.bpf import attach_bpf, bpf_program
 from agent.capture.interfaces import Link
-from agent.capture.prefilter import FRAGMENT, Dedup, FlowBudget, locate_ip  # noqa: F401 (the reference's names)
 from agent.capture.ring import Ring, RingGeometry, join_fanout, make_filter, map_ring
-from agent.capture.worker import BATCH, CaptureWorker, InterfaceStats, read_kernel_stats  # noqa: F401
+from agent.capture.worker import BATCH, CaptureWorker, InterfaceStats
 from agent.config import CaptureConfig, ConfigError
 from agent.decode.hotpath import HOTPATH
 
+__all__ = ["BATCH", "LiveCapture", "open_ring", "require_capture_permission", "ring_geometry"]
 _MREQ = struct.Struct("iHH8s")  # struct packet_mreq
 
 

@@ -23,7 +23,8 @@ from scapy.packet import Raw
 
 from agent.capture.interfaces import DEFAULT_PATTERNS, LINKTYPE_ETHERNET, Link, LinkMonitor, list_links, matches, \
     parse_patterns
-from agent.capture.live import FRAGMENT, Dedup, FlowBudget, LiveCapture, locate_ip
+from agent.capture.live import LiveCapture
+from agent.capture.prefilter import FRAGMENT, Dedup, FlowBudget, locate_ip
 from tests.rootonly import require_root
 
 SEND = """
