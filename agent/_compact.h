@@ -33,9 +33,9 @@
 
 static PyTypeObject CompactType;
 
-enum { ST_ESTABLISHED = 1, ST_REFUSED = 2, ST_UNANSWERED = 3 };
+enum { ST_ESTABLISHED = 1, ST_REFUSED = 2, ST_UNANSWERED = 3, ST_START = 4 };
 enum { CF_ESTABLISHED = 1, CF_CLOSED = 2, CF_FIN_FWD = 4, CF_FIN_REV = 8, CF_ANSWERED = 16, CF_CLASSIFIED = 32,
-       CF_SERVER_ISN = 64, CF_HELLO = 128 };
+       CF_SERVER_ISN = 64, CF_HELLO = 128, CF_STARTED = 256 };
 /* model.TLS_VERSIONS, the names decode/tls.py gives (version_name) */
 static const char *TLS_NAMES[] = {"ssl2", "ssl3", "1.0", "1.1", "1.2", "1.3-draft", "1.3"};
 #define N_TLS (sizeof TLS_NAMES / sizeof *TLS_NAMES)
@@ -51,7 +51,8 @@ typedef struct {
 } MemoKey;
 
 typedef struct {
-    uint8_t key[37], klen, alen, proto, flags;
+    uint8_t key[37], klen, alen, proto;
+    uint16_t flags;
     uint32_t serial;  /* 0: a free slot */
     int32_t outcome, end_as;  /* once answered: its answer's outcome, and the outcome its end is counted under */
     uint32_t src, dst, src_class, dst_class, port;
@@ -102,6 +103,7 @@ typedef struct Compact {
     Due *ages; size_t age_head, age_len, age_cap;     /* creation order, for eviction */
     double answer_timeout, tcp_timeout, udp_timeout, closed_linger;
     Py_ssize_t max_flows;
+    int start_judges;  /* judges speak at a flow's first packet: a new flow needs its START outcome */
     unsigned long long ended, evicted;  /* ended: flows that lived here to their end */
     double last_shed;
 } Compact;
@@ -242,8 +244,8 @@ static void add_source(Aggregate *g, const uint8_t *a, unsigned alen) {
     g->alens[g->n_sources++] = (uint8_t)alen;
 }
 
-/* The flow's answer adds to its outcome's aggregate (EventSink._Group.add and _Spread.add in bulk). */
-static void apply_answer(Compact *c, CFlow *f, int32_t outcome) {
+/* A point of the flow's life adds to its outcome's aggregate (EventSink._Group.add and _Spread.add in bulk). */
+static void add_to(Compact *c, CFlow *f, int32_t outcome) {
     Aggregate *g = &c->aggs[outcome];
     if (g->count == 0 || f->first_seen < g->first) g->first = f->first_seen;
     if (g->count == 0 || f->last_seen > g->last) g->last = f->last_seen;
@@ -257,6 +259,12 @@ static void apply_answer(Compact *c, CFlow *f, int32_t outcome) {
         if (g->ports != NULL) g->ports[port >> 3] |= (uint8_t)(1u << (port & 7));
         add_source(g, f->key, f->alen);
     }
+}
+
+/* Its answer: the outcome its end, and its first bytes, are counted under. */
+static void apply_answer(Compact *c, CFlow *f, int32_t outcome) {
+    Aggregate *g = &c->aggs[outcome];
+    add_to(c, f, outcome);
     f->outcome = outcome, f->end_as = g->end_as;
     g->live++;
     f->flags |= CF_ANSWERED;
@@ -610,8 +618,8 @@ static PyObject *compact_configure(Compact *c, PyObject *args) {
 }
 
 static PyObject *compact_settings(Compact *c, PyObject *args) {
-    if (!PyArg_ParseTuple(args, "ddddn", &c->answer_timeout, &c->tcp_timeout, &c->udp_timeout, &c->closed_linger,
-                          &c->max_flows))
+    if (!PyArg_ParseTuple(args, "ddddnp", &c->answer_timeout, &c->tcp_timeout, &c->udp_timeout, &c->closed_linger,
+                          &c->max_flows, &c->start_judges))
         return NULL;
     Py_RETURN_NONE;
 }
@@ -640,7 +648,7 @@ static PyObject *compact_remember(Compact *c, PyObject *args) {
         return NULL;
     PyObject *result = NULL;
     if (src.len != dst.len || (src.len != 4 && src.len != 16) || port > 65535 || state < ST_ESTABLISHED ||
-        state > ST_UNANSWERED || outcome < 0 || end_as < 0) {
+        state > ST_START || outcome < 0 || end_as < 0) {
         PyErr_SetString(PyExc_ValueError, "remember(src, dst, port, proto, state, first_seen, outcome, spread)");
         goto done;
     }

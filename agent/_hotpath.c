@@ -259,7 +259,7 @@ static Py_ssize_t n_flow_slots;
 static PyObject *decode_error, *skip_error;
 static Py_ssize_t off_last_seen, off_packets_src, off_bytes_src, off_packets_dst, off_bytes_dst,
     off_established, off_closed, off_result, off_server, off_server_isn, off_fins, off_protocol, off_src_ip, off_src_port,
-    off_dst_ip, off_dst_port, off_first_seen, off_mid_stream;
+    off_dst_ip, off_dst_port, off_first_seen, off_mid_stream, off_started;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -328,6 +328,7 @@ static PyObject *flow_types(PyObject *self, PyObject *args) {
         member_offset(ft, "src_ip", &off_src_ip) || member_offset(ft, "src_port", &off_src_port) ||
         member_offset(ft, "dst_ip", &off_dst_ip) || member_offset(ft, "dst_port", &off_dst_port) ||
         member_offset(ft, "first_seen", &off_first_seen) || member_offset(ft, "mid_stream", &off_mid_stream) ||
+        member_offset(ft, "started", &off_started) ||
         member_offset(tt, "result", &off_result) || member_offset(tt, "server", &off_server) ||
         member_offset(tt, "server_isn", &off_server_isn) || member_offset(tt, "fins", &off_fins))
         return NULL;
@@ -602,6 +603,7 @@ static PyObject *promote(Table *t, Compact *c, CFlow *f, int forward) {
     slot_set(flow, off_bytes_dst, PyLong_FromUnsignedLongLong(cf.bytes_dst));
     slot_set(flow, off_established, Py_NewRef(cf.flags & CF_ESTABLISHED ? Py_True : Py_False));
     slot_set(flow, off_closed, Py_NewRef(cf.flags & CF_CLOSED ? Py_True : Py_False));
+    slot_set(flow, off_started, Py_NewRef(cf.flags & CF_STARTED ? Py_True : Py_False));  /* START judged here */
     for (Py_ssize_t i = 0; i < n_flow_slots; i++)
         if (SLOT(flow, flow_slots[i]) == NULL) goto done;
     if (cf.proto == 6) {  /* a compact TCP flow began with a SYN: the client's ISN is known */
@@ -744,8 +746,19 @@ static int compact_start(Table *t, Compact *c, const Packet *p, const uint8_t *k
         !ident_of(c, p->dst, p->alen, ts, 1, &ends[2], &ends[3]))
         return 0;
     unsigned dport = u16(p->ports + 2);
-    CFlow *f = flow_new(c, p, key, klen, ts, ends, c->port_named[dport] ? dport : PORT_OTHER);
+    uint32_t port = c->port_named[dport] ? dport : PORT_OTHER;
+    int32_t started = -1;
+    if (c->start_judges) {  /* what they say of its key must be known, else Python hears them now */
+        CFlow probe = {.src = ends[0], .src_class = ends[1], .dst = ends[2], .dst_class = ends[3], .port = port,
+                       .proto = (uint8_t)p->proto, .same = memcmp(p->src, p->dst, p->alen) == 0};
+        if ((started = flow_outcome(c, &probe, ST_START)) < 0) return 0;
+    }
+    CFlow *f = flow_new(c, p, key, klen, ts, ends, port);
     if (f == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (started >= 0) {  /* as FlowTable._started: before the first packet is counted */
+        add_to(c, f, started);
+        f->flags |= CF_STARTED;
+    }
     f->packets_src = 1, f->bytes_src = (uint64_t)p->total;
     if ((Py_ssize_t)c->n_flows + PyDict_GET_SIZE(t->flows) / 2 > c->max_flows) {
         PyObject *now = PyFloat_FromDouble(ts);
@@ -1075,7 +1088,7 @@ static PyMethodDef compact_methods[] = {
     {"configure", (PyCFunction)compact_configure, METH_VARARGS,
      "configure(addresses, v4, v6, ports): identities of addresses, CIDR intervals, ports policies name."},
     {"settings", (PyCFunction)compact_settings, METH_VARARGS,
-     "settings(answer_timeout, tcp_timeout, udp_timeout, closed_linger, max_flows)."},
+     "settings(answer_timeout, tcp_timeout, udp_timeout, closed_linger, max_flows, start_judges)."},
     {"remember", (PyCFunction)compact_remember, METH_VARARGS,
      "remember(src, dst, port, proto, state, first_seen, outcome, spread) -> bool: a judged answer's outcome."},
     {"oldest", (PyCFunction)compact_oldest, METH_O, "oldest(n) -> the first_seen of the n oldest compact flows."},

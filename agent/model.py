@@ -257,6 +257,7 @@ class Flow:
     accounting: str = CAPTURE  # CONNTRACK once the kernel's complete counters replaced the captured ones
     # What the pipeline decided so far (set once each, in the order of the connection's life).
     ends: tuple["Endpoint", "Endpoint"] | None = None  # src, dst attributed at first_seen
+    started: bool = False  # the START judges spoke (here, or in the compact table before it moved here)
     verdict: str | None = None  # set at the ANSWER stage
     classified: bool = False  # the CLASSIFIED stage ran
     findings: tuple[str, ...] = ()  # kinds of the violations found, for the flow record

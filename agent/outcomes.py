@@ -8,7 +8,8 @@ for a flow with findings (an address the inventory knows is itself; any other is
 policies' and TLS rules' CIDRs that hold it), the port's class, the protocol, whether both ends are one
 address, and the answer (established, refused, unanswered). Later flows with that key live in the
 compact table and add to the outcome's aggregate; `drain` hands the aggregates to the sinks after every
-batch as one `Judged` with `count` (ANSWER; CLASSIFIED for the TLS versions counted in C; END).
+batch as one `Judged` with `count` (ANSWER; START when judges speak at the first packet, whose outcome
+a new compact flow then needs; CLASSIFIED for the TLS versions counted in C; END).
 
 What is remembered is exactly what the key decides, and nothing a sink could tell apart. Not remembered,
 so judged in Python one by one: a finding whose event group names an address the key does not (an
@@ -32,13 +33,14 @@ from typing import TYPE_CHECKING
 
 from agent.decode.hotpath import HOTPATH
 from agent.model import (
-    AMBIGUOUS, ANSWER, APP_TLS, CLASSIFIED, END, EXTERNAL, POD, POLICY_VIOLATION, TCP, UDP, Flow, Judged, Spread,
+    AMBIGUOUS, APP_TLS, CLASSIFIED, END, EXTERNAL, POD, POLICY_VIOLATION, START, TCP, UDP, Flow, Judged, Spread,
     TlsInfo, is_violation)
+from agent.sinks.events import group_key
 
 if TYPE_CHECKING:
     from agent.pipeline import Pipeline
 
-ESTABLISHED, REFUSED, UNANSWERED = 1, 2, 3  # agent/_compact.h's states
+ESTABLISHED, REFUSED, UNANSWERED, FIRST_PACKET = 1, 2, 3, 4  # agent/_compact.h's states
 PROTOCOL_NUMBERS = {TCP: 6, UDP: 17}
 CIDR_IDENTS = 1 << 31  # identities of CIDR classes; those of known addresses count from 1
 POD_CLASSES = 1 << 30  # classes of pods (what policies and TLS expectations can tell of them)
@@ -112,14 +114,16 @@ class Outcomes:
             self._configure()
 
     def remember(self, judged: Judged) -> None:
-        """A flow judged at its answer (a Python flow): its outcome, for the flows with its key."""
+        """A flow judged at its first packet or its answer (a Python flow): its outcome, for the flows with
+        its key (the answer's; or, for START judges, the first packet's)."""
         flow, src, dst, findings = judged.flow, judged.src, judged.dst, judged.findings
         if (flow.protocol not in PROTOCOL_NUMBERS or flow.mid_stream or not self.pipeline.view.synced
                 or (len(self.outcomes) >= MAX_OUTCOMES and not self._free)):
             return
-        if findings and (dst.kind == EXTERNAL or (src.kind == EXTERNAL and flow.established)):
-            return  # the event group names an address the key does not tell apart
-        state = UNANSWERED if not flow.packets_dst else ESTABLISHED if flow.established else REFUSED
+        if any(EXTERNAL in (who[0] for who in group_key(f, flow, src, dst)[1:3] if len(who) > 1) for f in findings):
+            return  # the event group names an address outside the inventory: the key does not tell it apart
+        state = (FIRST_PACKET if judged.stage == START else UNANSWERED if not flow.packets_dst else
+                 ESTABLISHED if flow.established else REFUSED)
         spread = any(f.kind == POLICY_VIOLATION for f in findings) and not flow.established
         # Every port a TLS annotation or rule names is a class of its own: "any other port" shares its expectations.
         plain_ok, tls_ok = (flow.protocol == TCP and flow.established
@@ -145,7 +149,7 @@ class Outcomes:
                               spread, plain_ok, tls_ok, not findings)
 
     def _new(self, judged: Judged) -> int:
-        """An outcome id for this answer: a reused one when one is free."""
+        """An outcome id for this point of a flow's life: a reused one when one is free."""
         entry = (_template(judged), judged.flow.verdict)
         if self._free:
             outcome = self._free.pop()
@@ -176,9 +180,8 @@ class Outcomes:
                 spread = None
                 if o in self._spread:
                     spread = Spread(ports, [ip(a) if a is not None else "" for a in sources])
-                judged = Judged(ANSWER, flow, answer.src, answer.dst, answer.findings, count, spread)
-                p.repeat(judged)
-                if spread is not None and spread.full:
+                p.repeat(Judged(answer.stage, flow, answer.src, answer.dst, answer.findings, count, spread))
+                if spread is not None and spread.full:  # (this drain's spread: its group can count no more)
                     self.compact.collect_sources(o, False)
             for version, n in tls.items():  # TLS connections classified in the compact table
                 flow = replace(answer.flow, app=APP_TLS, tls=TlsInfo(version))
@@ -203,8 +206,8 @@ class Outcomes:
 
 
 def _template(judged: Judged) -> Judged:
-    """The answer's Judged, kept as its outcome: a copy of the flow (the original lives on)."""
-    return Judged(ANSWER, replace(judged.flow), judged.src, judged.dst, tuple(judged.findings))
+    """The Judged kept as an outcome: a copy of the flow (the original lives on)."""
+    return Judged(judged.stage, replace(judged.flow), judged.src, judged.dst, tuple(judged.findings))
 
 
 def _intervals(networks: tuple, version: int) -> list[tuple[bytes, int]]:

@@ -100,9 +100,9 @@ class Pipeline:
 
     def compact(self, on: bool) -> None:
         """Whether flows whose outcome is known may live in the compact table (agent/outcomes.py);
-        off when any judge or sink could not take it, or START judges exist (they speak before it)."""
+        off when any judge or sink could not take it."""
         self._compact = on
-        usable = on and not self._by_stage[START] and Outcomes.usable(self)
+        usable = on and Outcomes.usable(self)
         if usable and self.outcomes is None:
             self.outcomes = Outcomes(self)
             self.table.compact = self.outcomes.compact
@@ -198,9 +198,15 @@ class Pipeline:
 
     # --- the stages of a connection's life (the flow table's callbacks) -------------
     def start(self, flow: Flow) -> None:
+        """The first packet: what the 5-tuple alone decides (judges with `stage = "start"`), once."""
+        if flow.started:
+            return
+        flow.started = True
         ends = self._ends(flow)
         if ends is not None:
-            self._emit(START, flow, ends, self._judge(START, flow, ends))
+            judged = self._emit(START, flow, ends, findings := self._judge(START, flow, ends))
+            if self.outcomes is not None and self.outcomes.enabled:
+                self.outcomes.remember(judged or Judged(START, flow, ends[0], ends[1], findings))
 
     def answer(self, flow: Flow) -> None:
         """Answered, refused, or unanswered after answer_timeout: the NetworkPolicy verdict, once."""

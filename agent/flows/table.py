@@ -104,7 +104,8 @@ class FlowTable:
             return
         if self.compact is not None:
             s = self.settings
-            self.compact.settings(s.answer_timeout, s.tcp_timeout, s.udp_timeout, s.closed_linger, s.max_flows)
+            self.compact.settings(s.answer_timeout, s.tcp_timeout, s.udp_timeout, s.closed_linger, s.max_flows,
+                                  self.on_start is not None)
         if type(frames) is PcapRecords:  # only the compiled reader makes them
             last_ts = HOTPATH.ingest_pcap(self, frames.buf, frames.start, frames.end, frames.linktype,
                                           frames.big_endian, frames.nanos)

@@ -23,7 +23,8 @@ from prometheus_client import CollectorRegistry
 from agent.config import Config, FlowConfig
 from agent.decode.hotpath import HOTPATH
 from agent.inventory.snapshot import load_cluster
-from agent.model import NetworkPolicy
+from agent.judges import build_judges
+from agent.model import START, WARNING, Finding, NetworkPolicy
 from agent.pipeline import Pipeline
 from agent.sinks.events import EventSink
 from agent.sinks.metrics import MetricsSink
@@ -249,3 +250,42 @@ def test_first_bytes_are_decided_here_only_when_python_would_decide_them_alike()
     # The first connection taught the outcome; of the others, whole hellos and HTTP requests stayed compact,
     # the split or odd first bytes (split hello, alert, split answer, server first) went to Python.
     assert in_python == 1 + 20 * 4
+
+
+class IntoApi:
+    """A judge of the 5-tuple alone (stage START): a warning for every flow into namespace api."""
+    name, stage, compact_safe = "into-api", START, True
+
+    def judge(self, flow, src, dst):
+        return [Finding(kind="into-api", severity=WARNING, reasons=("into api",))] if dst.namespace == "api" else []
+
+    def on_change(self, kind, old, new) -> None:
+        pass
+
+
+@compiled
+def test_start_judges_speak_for_compact_flows_as_for_python_ones():
+    results = []
+    for compact in (True, False):
+        events, registry, summary = io.BytesIO(), CollectorRegistry(), SummarySink()
+        view = load_cluster(SCENARIO / "cluster.json")
+        pipeline = Pipeline(view=view, config=Config(), sinks=[EventSink(events), MetricsSink(registry), summary],
+                            judges=[*build_judges(Config(), view), IntoApi()])
+        pipeline.compact(compact)
+        frames = []
+        for i in range(50):  # into api, allowed and denied; elsewhere; SYN and answer each
+            for j, (src, dst, port) in enumerate(((FRONTEND_POD, API_POD, 8080), (BATCH_POD, API_POD, 8080),
+                                                   (FRONTEND_POD, BATCH_POD, 9000))):
+                t = 100.0 + i * 0.01 + j * 0.001
+                frames += [(t, 1, tcp(src, 30000 + i, dst, port, S, seq=1)),
+                           (t + 1e-4, 1, tcp(dst, port, src, 30000 + i, RA))]
+        pipeline.feed(frames)
+        in_python = pipeline.table.flows_started
+        pipeline.finish()
+        samples = sorted((s.name, tuple(sorted(s.labels.items())), s.value) for m in registry.collect()
+                         for s in m.samples if s.name.startswith("flowwarden_"))
+        results.append((events.getvalue(), samples, pipeline.totals, summary.by_namespace, in_python))
+    (*got, in_python), (*want, _) = results
+    assert got == want
+    assert got[2].findings == {"into-api": 100, "policy-violation": 50}
+    assert in_python < 10  # each key's first flow taught its outcomes; the others stayed compact
