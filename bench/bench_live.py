@@ -122,6 +122,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK
 
 
+def capture_cpu_seconds(pid: int) -> float:
+    """CPU of the agent's capture worker threads (named fw-capture-N): ring reading, dedup, budget."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().startswith("fw-capture"):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / CLK
+        except OSError:
+            pass
+    return total
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -259,12 +272,12 @@ def load(args, client: str, rate: float) -> tuple[int, float]:
 
 
 def short_phase(args, node: str, client: str, port: int, pid: int, rate: float) -> None:
-    before, cpu0 = metrics(node, port), cpu_seconds(pid)
+    before, cpu0, cap0 = metrics(node, port), cpu_seconds(pid), capture_cpu_seconds(pid)
     connections, elapsed = load(args, client, rate)
     time.sleep(2.5)  # closed flows end after closed_linger on the next tick
-    after, cpu1 = metrics(node, port), cpu_seconds(pid)
+    after, cpu1, cap1 = metrics(node, port), cpu_seconds(pid), capture_cpu_seconds(pid)
     report(f"short connections ({f'{rate:,.0f}/s aimed' if rate else 'as fast as possible'})", before, after,
-           cpu1 - cpu0, elapsed, pid, connections=connections)
+           cpu1 - cpu0, elapsed, pid, connections=connections, capture=cap1 - cap0)
 
 
 def suricata_phase(args, node: str, client: str, tmp: Path, procs: list, *, stock: bool) -> None:
@@ -314,18 +327,18 @@ def suricata_phase(args, node: str, client: str, tmp: Path, procs: list, *, stoc
 
 
 def bulk_phase(args, node: str, client: str, port: int, pid: int) -> None:
-    before, cpu0, t0 = metrics(node, port), cpu_seconds(pid), time.time()
+    before, cpu0, cap0, t0 = metrics(node, port), cpu_seconds(pid), capture_cpu_seconds(pid), time.time()
     done = sh(*in_ns(client, sys.executable, "-c", BULK, "10.88.0.3", str(args.seconds)), text=True)
     elapsed = time.time() - t0
     sent = int(done.stdout.strip())
     time.sleep(2.5)
-    after, cpu1 = metrics(node, port), cpu_seconds(pid)
+    after, cpu1, cap1 = metrics(node, port), cpu_seconds(pid), capture_cpu_seconds(pid)
     print(f"live bulk: {sent * 8 / elapsed / 1e9:.2f} Gbit/s over one connection for {elapsed:.1f} s")
-    report("bulk", before, after, cpu1 - cpu0, elapsed, pid)
+    report("bulk", before, after, cpu1 - cpu0, elapsed, pid, capture=cap1 - cap0)
 
 
 def report(phase: str, before: dict, after: dict, cpu: float, elapsed: float, pid: int, *,
-           connections: int | None = None) -> None:
+           connections: int | None = None, capture: float | None = None) -> None:
     d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     if not after:
         print(f"live {phase}: /metrics did not answer")
@@ -341,7 +354,9 @@ def report(phase: str, before: dict, after: dict, cpu: float, elapsed: float, pi
           f"{packets:,.0f} packets into the flow table ({packets / elapsed:,.0f}/s); "
           f"kernel drops {kdrops:,.0f}, queue drops {qdrops:,.0f}; agent CPU {cpu:.2f} s "
           f"({cpu / elapsed:.0%} of a core)" + (f" = {cpu / connections * 10000:.2f} s per 10,000 connections"
-                                                if connections else "") + f"; RSS {rss_mb(pid):.0f} MiB")
+                                                if connections else "")
+          + (f", of which capture threads {capture:.2f} s" if capture is not None else "")
+          + f"; RSS {rss_mb(pid):.0f} MiB")
 
 
 if __name__ == "__main__":
