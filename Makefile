@@ -42,7 +42,7 @@ tools:
 # The per-packet path exists twice (agent/_hotpath.c and its Python reference): the flow, decode and
 # scenario tests run again on the Python path, which must give the same results.
 test: $(VENV)/.installed tools
-	FLOWWARDEN_PURE_PYTHON=1 $(PY) -m pytest -p no:cacheprovider -q tests/flows tests/decode tests/scenarios tests/sinks tests/test_pipeline.py
+	FLOWWARDEN_PURE_PYTHON=1 $(PY) -m pytest -p no:cacheprovider -q tests/flows tests/decode tests/scenarios tests/sinks tests/capture tests/test_pipeline.py
 	$(PY) -m pytest -p no:cacheprovider -rs
 
 bench: $(VENV)/.installed bench-tools
