@@ -23,7 +23,6 @@
  *   remember(src, dst, port, proto, state, first_seen, outcome, end_as, spread, plain_ok, tls_ok, by_class)
  *                                             -> bool
  *   live(outcome) -> compact flows answered under it and not ended (a forgotten one may be reused at 0)
- *   forget()                                  forgets every outcome (the cluster changed)
  *   oldest(n) -> [first_seen]                 of the n oldest flows (FlowTable._evict merges both tables)
  *   forget_outcome(outcome)                   no new flow gets it (its event group ended): its memo entries lapse
  *   drain() -> [(outcome, count, first, last, packets, bytes, established, ends, ports, sources, tls)]
@@ -183,7 +182,10 @@ static int32_t memo_get(Compact *c, const MemoKey *k) {
     }
 }
 
-static void memo_forget(Compact *c);
+static void memo_forget(Compact *c) {
+    if (c->memo_cap) memset(c->memo_values, 0xFF, c->memo_cap * sizeof *c->memo_values);
+    c->memo_used = 0;
+}
 
 static int memo_put(Compact *c, MemoKey k, int32_t value) {
     if (c->memo_used >= MAX_MEMO) memo_forget(c);  /* keys seen only once add up: start over, bounded */
@@ -220,11 +222,6 @@ static void aggs_free(Compact *c) {
     }
     PyMem_Free(c->aggs);
     c->aggs = NULL, c->n_aggs = 0;
-}
-
-static void memo_forget(Compact *c) {
-    if (c->memo_cap) memset(c->memo_values, 0xFF, c->memo_cap * sizeof *c->memo_values);
-    c->memo_used = 0;
 }
 
 /* An attempt's source, kept for the drain while the pipeline still counts the group's sources. */
@@ -686,11 +683,6 @@ static PyObject *compact_oldest(Compact *c, PyObject *arg) {
         Py_XDECREF(when);
     }
     return out;
-}
-
-static PyObject *compact_forget(Compact *c, PyObject *noargs) {
-    memo_forget(c);
-    Py_RETURN_NONE;
 }
 
 static PyObject *compact_forget_outcome(Compact *c, PyObject *arg) {

@@ -771,8 +771,8 @@ static int compact_start(Table *t, Compact *c, const Packet *p, const uint8_t *k
     return 1;
 }
 
-/* One frame into its flow; mirrors FlowTable._fold. `ts` is borrowed. */
-static int fold(Table *t, PyObject *ts, long long linktype, const uint8_t *frame, Py_ssize_t n) {
+/* One frame into its flow; mirrors FlowTable._fold. `ts` is borrowed; `when` is its value. */
+static int fold(Table *t, PyObject *ts, double when, long long linktype, const uint8_t *frame, Py_ssize_t n) {
     Packet p;
     int outcome = decode(linktype, frame, n, &p);
     if (outcome != DECODED) return count_reason(outcome == DROP ? t->dropped : t->skipped, &p);
@@ -781,10 +781,7 @@ static int fold(Table *t, PyObject *ts, long long linktype, const uint8_t *frame
     size_t klen = raw_key(&p, raw);
     PyObject *entry = NULL, *key = NULL;
     Compact *c = t->compact;
-    double when = 0.0;
     if (c != NULL) {
-        when = PyFloat_AsDouble(ts);
-        if (when == -1.0 && PyErr_Occurred()) return -1;
         int forward;
         CFlow *f = flow_find(c, raw, klen, &forward, NULL);
         if (f != NULL && p.proto == 6 && (p.flags & (TCP_SYN | TCP_ACK)) == TCP_SYN && (f->flags & CF_CLOSED)) {
@@ -909,7 +906,8 @@ static PyObject *py_ingest(PyObject *self, PyObject *args) {
         if (linktype == -1 && PyErr_Occurred()) goto fail;
         Py_buffer frame;
         if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 2), &frame, PyBUF_SIMPLE) < 0) goto fail;
-        int rc = fold(&t, last, linktype, frame.buf, frame.len);
+        double when = PyFloat_AsDouble(ts);
+        int rc = when == -1.0 && PyErr_Occurred() ? -1 : fold(&t, last, when, linktype, frame.buf, frame.len);
         PyBuffer_Release(&frame);
         if (rc < 0) goto fail;
     }
@@ -990,8 +988,9 @@ static PyObject *py_ingest_pcap(PyObject *self, PyObject *args) {
     while (pos + 16 <= end) {
         Record r;
         if (block_record(b, pos, end, big, &r) < 0) goto fail;
-        Py_XSETREF(last, PyFloat_FromDouble(record_ts(r, nanos)));
-        if (last == NULL || fold(&t, last, linktype, b + pos + 16, r.incl) < 0) goto fail;
+        double when = record_ts(r, nanos);
+        Py_XSETREF(last, PyFloat_FromDouble(when));
+        if (last == NULL || fold(&t, last, when, linktype, b + pos + 16, r.incl) < 0) goto fail;
         pos += 16 + (Py_ssize_t)r.incl;
     }
     table_release(&t);
@@ -1092,7 +1091,6 @@ static PyMethodDef compact_methods[] = {
     {"remember", (PyCFunction)compact_remember, METH_VARARGS,
      "remember(src, dst, port, proto, state, first_seen, outcome, spread) -> bool: a judged answer's outcome."},
     {"oldest", (PyCFunction)compact_oldest, METH_O, "oldest(n) -> the first_seen of the n oldest compact flows."},
-    {"forget", (PyCFunction)compact_forget, METH_NOARGS, "forget(): every outcome (the cluster changed)."},
     {"drain", (PyCFunction)compact_drain, METH_NOARGS,
      "drain() -> [(outcome, count, first, last, packets, bytes, established, ends, ports, sources)]."},
     {"live", (PyCFunction)compact_live, METH_O, "live(outcome) -> compact flows answered under it, not ended."},

@@ -117,10 +117,6 @@ class TimedJudge:
         finally:
             self._observe(time.perf_counter() - started)
 
-    def silent_on_plaintext(self, flow, src, dst) -> bool:
-        silent = getattr(self.inner, "silent_on_plaintext", None)
-        return silent is not None and silent(flow, src, dst)
-
     def on_change(self, kind: str, old, new) -> None:
         if hasattr(self.inner, "on_change"):
             self.inner.on_change(kind, old, new)

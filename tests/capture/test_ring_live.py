@@ -12,13 +12,11 @@ or its dedup would let the copies through. Namespaces and processes go in the fi
 from __future__ import annotations
 
 import sys
-import uuid
 
 import orjson
 import pytest
 
-from tests.rootonly import require_root
-from tests.test_run import ROOT, Node, _free_port, _get, _samples, _wait, cluster_objects
+from tests.test_run import ROOT, _free_port, _get, _samples, _wait, cluster_objects, node  # noqa: F401 (fixture)
 
 CONNECTIONS = 3000
 SERVER = r"""
@@ -36,16 +34,6 @@ for _ in range(int(sys.argv[1])):
     c = socket.create_connection(("10.77.0.3", 8080))
     c.sendall(b"GET / HTTP/1.0\r\n\r\n"); c.recv(256); c.close()
 """
-
-
-@pytest.fixture
-def node():
-    require_root("network namespaces and the agent's ring capture")
-    node = Node(uuid.uuid4().hex[:6])
-    try:
-        yield node
-    finally:
-        node.close()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
