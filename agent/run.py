@@ -271,7 +271,7 @@ class Agent:
         if self.inventory is not None and not self.inventory.ready:
             errors = self.inventory.errors
             return False, "inventory: " + ("; ".join(errors.values()) if errors else "not synced")
-        if not self.capture.interfaces:
+        if not self.capture.attached:
             return False, "capture: no interface attached"
         return True, "ok"
 

@@ -163,6 +163,12 @@ class LiveCapture:
         return self.workers[0].interfaces
 
     @property
+    def attached(self) -> int:
+        """Interfaces with open rings: capturing from `attach`'s return, before a worker reads them."""
+        with self._lock:
+            return len(self._attached)
+
+    @property
     def heartbeat(self) -> float:
         return min(w.heartbeat for w in self.workers)
 

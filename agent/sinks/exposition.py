@@ -70,7 +70,7 @@ class CaptureCollector:
             passed.add_metric([name], packets)
         yield from (drops, passed)
         yield GaugeMetricFamily("flowwarden_capture_interfaces", "Interfaces captured on.",
-                                value=len(capture.interfaces))
+                                value=capture.attached)
         yield CounterMetricFamily("flowwarden_capture_errors", "Capture errors (malformed frames, socket "
                                   "faults) survived; the first of each kind is logged.", value=capture.errors)
         yield CounterMetricFamily("flowwarden_capture_duplicates", "Copies of a packet already seen on "
