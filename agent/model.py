@@ -81,6 +81,10 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # Annotations flowwarden reads.
 REQUIRE_TLS_ANNOTATION = "flowwarden.io/require-tls"
 TLS_MIN_VERSION_ANNOTATION = "flowwarden.io/tls-min-version"
+EXPOSE_ANNOTATION = "flowwarden.io/expose"  # "true": a Service's NodePorts may be reached from outside the cluster
+
+# Labels flowwarden reads.
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 
 
 # --- cluster objects (what the inventory keeps; only what judges need) ---------
@@ -122,6 +126,7 @@ class ServicePort:
     port: int
     protocol: str = TCP
     target: int | str | None = None  # None: the same number as `port`
+    node_port: int | None = None  # type NodePort or LoadBalancer: opened on every node's addresses
 
 
 @dataclass(slots=True)
@@ -253,6 +258,7 @@ class Flow:
     closed: bool = False  # FIN/RST seen
     app: str | None = None
     tls: TlsInfo | None = None
+    credentials: str | None = None  # how its first bytes carry credentials in the clear ("http-basic"): presence only
     orig_dst: tuple[str, int] | None = None  # ClusterIP:port the client dialled, when conntrack saw DNAT
     accounting: str = CAPTURE  # CONNTRACK once the kernel's complete counters replaced the captured ones
     # What the pipeline decided so far (set once each, in the order of the connection's life).

@@ -123,7 +123,9 @@ def _service_port(p: Mapping) -> ServicePort:
     target = p.get("targetPort")
     if isinstance(target, str) and target.isdigit():
         target = int(target)
-    return ServicePort(int(p["port"]), _intern(p.get("protocol") or "TCP"), target)
+    node_port = p.get("nodePort")
+    return ServicePort(int(p["port"]), _intern(p.get("protocol") or "TCP"), target,
+                       int(node_port) if node_port else None)
 
 
 def endpointslice_from_dict(d: Mapping) -> EndpointSlice:
