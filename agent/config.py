@@ -109,8 +109,11 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
-    judges: list[str] = field(default_factory=lambda: ["netpol", "tls"])
-    """Judges to run, by name."""
+    rules: dict[str, Any] = field(default_factory=dict)
+    """Built-in rules by id: {enabled, allow: [{namespaceSelector, podSelector, ipBlock}], the rule's own
+    fields}; every rule but dns-exfil-shape is on by default (docs/rules.md)."""
+    judges: list[str] = field(default_factory=lambda: ["netpol", "tls", "rules"])
+    """Judges to run, by name; `rules` stands for the enabled built-in rules."""
     source: str = "defaults"
 
 
@@ -164,7 +167,7 @@ def _build(cls: type, doc: Mapping, *, source: str, where: str) -> Any:
 
 
 def _coerce(value: Any, default: Any, *, source: str, name: str) -> Any:
-    if isinstance(default, bool) or isinstance(default, list):
+    if isinstance(default, (bool, list, dict)):
         if type(value) is not type(default):
             raise ConfigError(f"{source}: {name}: expected a {type(default).__name__}")
         return value

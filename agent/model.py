@@ -21,6 +21,7 @@ PLAINTEXT = "plaintext"
 TLS_VERSION = "tls-version"
 POLICY_CHANGE = "policy-change"  # what candidate policies would change: reported, never a violation
 POLICY_VERDICT = "policy-verdict"  # `evaluate`: every flow's NetworkPolicy verdict, explained; never a violation
+RULE = "rule"  # a built-in rule (agent/judges/rules/) broken: its id is the finding's detail["rule"]
 
 # Which NetworkPolicy sides of a flow a node's agent judges (side_of): the source's egress is enforced
 # where the source runs, the destination's ingress where the destination runs.
@@ -259,6 +260,7 @@ class Flow:
     app: str | None = None
     tls: TlsInfo | None = None
     credentials: str | None = None  # how its first bytes carry credentials in the clear ("http-basic"): presence only
+    dns_query: str | None = None  # UDP/53: the first query's name, when a judge asks for it; never written out
     orig_dst: tuple[str, int] | None = None  # ClusterIP:port the client dialled, when conntrack saw DNAT
     accounting: str = CAPTURE  # CONNTRACK once the kernel's complete counters replaced the captured ones
     # What the pipeline decided so far (set once each, in the order of the connection's life).
@@ -400,3 +402,10 @@ class ClusterView(Protocol):
 
     def services_for_pod(self, uid: str) -> Sequence[Service]:
         """Services whose EndpointSlices point at the pod (for require-tls on a Service)."""
+
+    def nodes(self) -> Iterable[Node]: ...
+
+    def services(self) -> Iterable[Service]: ...
+
+    def service_backends(self, namespace: str, name: str) -> Sequence[str]:
+        """The addresses of a Service's EndpointSlices (the `kubernetes` Service's: the API servers)."""

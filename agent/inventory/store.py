@@ -192,6 +192,12 @@ class Store:
     def namespaces(self) -> Iterable[Namespace]:
         return self.objects["Namespace"].values()
 
+    def nodes(self) -> Iterable[Node]:
+        return self.objects["Node"].values()
+
+    def services(self) -> Iterable[Service]:
+        return self.objects["Service"].values()
+
     def policies(self, namespace: str) -> list[NetworkPolicy]:
         return list(self._policies.get(namespace, {}).values())
 

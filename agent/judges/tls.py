@@ -88,7 +88,7 @@ def _load_rule(rule: object, *, where: str, source: str) -> TlsRule:
               if "namespaceSelector" in rule else None)
     except SelectorError as e:
         raise ValueError(f"{source}: {e}") from e
-    networks, excepted = _ip_block(rule.get("ipBlock"), where=f"{where}.ipBlock", source=source)
+    networks, excepted = parse_ip_block(rule.get("ipBlock"), where=f"{where}.ipBlock", source=source)
     min_version = rule.get("minVersion")
     if min_version is not None and str(min_version) not in MIN_VERSIONS:
         raise ValueError(f"{source}: {where}.minVersion: must be one of {', '.join(MIN_VERSIONS)}, got {min_version!r}")
@@ -116,7 +116,7 @@ def _ports(value: object, *, where: str, source: str) -> frozenset[int] | None:
     return frozenset(out)
 
 
-def _ip_block(value: object, *, where: str, source: str) -> tuple[tuple, tuple]:
+def parse_ip_block(value: object, *, where: str, source: str) -> tuple[tuple, tuple]:
     if value is None:
         return (), ()
     if not isinstance(value, Mapping) or "cidr" not in value:

@@ -53,6 +53,15 @@ class MemoryView:
     def services_for_pod(self, uid: str):
         return []
 
+    def nodes(self):
+        return []
+
+    def services(self):
+        return []
+
+    def service_backends(self, namespace: str, name: str):
+        return []
+
     # -- helpers for tests --
     def add_pod(self, pod: Pod) -> Pod:
         self.pods[pod.uid] = pod
