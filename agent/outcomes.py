@@ -78,21 +78,29 @@ class Outcomes:
     def _configure(self) -> None:
         view, engine = self.pipeline.view, self._engine()
         networks, named = engine.key_classes() if engine is not None else ((), bytes(65536))
-        tls = self._judge("profile")
-        tls_networks, tls_ports = tls.key_classes() if tls is not None else ((), ())
-        networks = tuple(dict.fromkeys(networks + tls_networks))
+        judges = [getattr(j, "inner", j) for j in self.pipeline.judges]
         ports = bytearray(named)
-        for port in (*view.declared_ports(), *tls_ports):  # Services, containers, TLS annotations and rules
+        for judge in judges:  # the TLS judge and the rules: the networks and ports their verdicts read
+            if hasattr(judge, "key_classes"):
+                more_networks, more_ports = judge.key_classes()
+                networks += tuple(more_networks)
+                for port in more_ports:
+                    ports[port] = 1
+        networks = tuple(dict.fromkeys(networks))
+        for port in view.declared_ports():  # Services, containers, TLS annotations
             ports[port] = 1
+        src_profiles = [j.src_profile for j in judges if hasattr(j, "src_profile")]
+        dst_profiles = [j.dst_profile for j in judges if hasattr(j, "dst_profile")]
         addresses, classes = {}, {}
         for ident, (ip, since) in enumerate(view.address_windows().items(), start=1):
             as_src = as_dst = ident  # an address that is no pod is its own class
             if engine is not None:
                 ep = view.endpoint(ip, since if since > -math.inf else 0.0)
-                if ep.kind == POD and ep.attribution != AMBIGUOUS:  # policies see a class; TLS rules more of a dst
+                if ep.kind == POD and ep.attribution != AMBIGUOUS:  # policies see a class; judges more of it
                     cls = (engine.class_of(ep), ep.node == self.pipeline.node)  # the sides judged: model.side_of
-                    as_src = classes.setdefault((cls,), POD_CLASSES + len(classes))
-                    as_dst = classes.setdefault((cls, tls.profile(ep) if tls is not None else ()),
+                    as_src = classes.setdefault((cls, tuple(p(ep) for p in src_profiles), None),
+                                                POD_CLASSES + len(classes))
+                    as_dst = classes.setdefault((cls, None, tuple(p(ep) for p in dst_profiles)),
                                                 POD_CLASSES + len(classes))
             packed = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
             addresses[packed] = (ident, as_src, as_dst, since)

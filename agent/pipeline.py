@@ -26,7 +26,7 @@ from agent.judges import build_judges
 from agent.outcomes import Outcomes
 from agent.sinks.metrics import PipelineStats
 from agent.model import (
-    ACTIVE, ANSWER, CLASSIFIED, END, NODE, POLICY_CHANGE, POLICY_VERDICT, START, UNKNOWN, ClusterView, Endpoint,
+    ACTIVE, ANSWER, CLASSIFIED, END, NODE, POLICY_CHANGE, POLICY_VERDICT, RULE, START, UNKNOWN, ClusterView, Endpoint,
     Finding, Flow, Judge, Judged, NetworkPolicy, Sink, is_violation, side_of, verdict_of,
 )
 
@@ -286,7 +286,7 @@ class Pipeline:
                     key = f"{f.detail['before']}->{f.detail['after']}"
                     t.what_if[key] = t.what_if.get(key, 0) + 1
                 else:
-                    t.findings[f.kind] = t.findings.get(f.kind, 0) + 1
+                    t.findings[summary_kind(f)] = t.findings.get(summary_kind(f), 0) + 1
             flow.findings += tuple(f.kind for f in findings if is_violation(f))
         return findings
 
@@ -314,7 +314,7 @@ class Pipeline:
             t.flows += judged.count
             t.verdicts[verdict] = t.verdicts.get(verdict, 0) + judged.count
         for f in judged.findings:
-            t.findings[f.kind] = t.findings.get(f.kind, 0) + judged.count
+            t.findings[summary_kind(f)] = t.findings.get(summary_kind(f), 0) + judged.count
         self._tell(self.sinks if judged.findings else self._listening[judged.stage], judged)
 
     def failed(self, stage: str, name: str) -> None:
@@ -326,6 +326,11 @@ class Pipeline:
             self.judge_errors[name] = self.judge_errors.get(name, 0) + 1
         else:
             self.count_drop(stage, f"{name}-error")
+
+
+def summary_kind(finding: Finding) -> str:
+    """What the summary counts a finding as: its kind, a rule's as "rule:<id>"."""
+    return f"{RULE}:{finding.detail['rule']}" if finding.kind == RULE else finding.kind
 
 
 def _name(sink: Sink) -> str:

@@ -67,8 +67,8 @@ def test_a_port_scan_is_one_event_and_one_follow_up_naming_the_ports(tmp_path, t
     assert lines[1]["ports"] == {"count": 4999, "min": 2, "max": 5000}
     assert lines[1]["sources"] == {"count": 1, "complete": True}
     assert metrics['flowwarden_flows_total{verdict="deny"}'] == 5000
-    assert metrics['flowwarden_violations_total{dst_namespace="api",kind="policy-violation",severity="warning",'
-                   'side="both",src_namespace="other"}'] == 5000
+    assert metrics['flowwarden_violations_total{dst_namespace="api",kind="policy-violation",rule="",'
+                   'severity="warning",side="both",src_namespace="other"}'] == 5000
     assert 'flowwarden_enforcement_gaps_total{dst_namespace="api",side="both",src_namespace="other"}' not in metrics
 
 

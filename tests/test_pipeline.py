@@ -88,7 +88,7 @@ def _pipeline(**flows) -> tuple[Pipeline, io.BytesIO, io.BytesIO, CollectorRegis
 
 def _violations(registry: CollectorRegistry) -> float | None:
     return registry.get_sample_value("flowwarden_violations_total", {
-        "kind": "policy-violation", "severity": "critical", "src_namespace": "other", "dst_namespace": "api",
+        "kind": "policy-violation", "rule": "", "severity": "critical", "src_namespace": "other", "dst_namespace": "api",
         "side": "both"})
 
 

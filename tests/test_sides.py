@@ -89,8 +89,8 @@ def test_each_node_reports_its_own_pods_sides_and_nothing_else(lab, tmp_path):
     assert _seen(two) == sorted([(WEB, DB, INGRESS, False, True), (OUTSIDE, DB, BOTH, True, True)])
     # Each saw one flow that is another node's alone: the outsider -> db on node-1, web -> cache on node-2.
     assert "flowwarden_transit_flows_total 1.0" in one_metrics and "flowwarden_transit_flows_total 1.0" in two_metrics
-    assert ('flowwarden_violations_total{dst_namespace="back",kind="policy-violation",severity="critical",'
-            'side="egress",src_namespace="front"} 1.0') in one_metrics
+    assert ('flowwarden_violations_total{dst_namespace="back",kind="policy-violation",rule="",'
+            'severity="critical",side="egress",src_namespace="front"} 1.0') in one_metrics
     reasons = {e["dst"]["ip"]: e["reasons"] for e in one}
     assert [r.split(":")[0] for r in reasons[DB]] == ["egress denied"]  # the ingress reason is node-2's
 
@@ -143,6 +143,9 @@ def test_a_hostnetwork_pods_declared_port_is_that_pod_and_its_nodes_to_judge(lab
     pcap = _capture(tmp_path / "host.pcap", ((WEB, NODE_2, 9100), (WEB, NODE_2, 22)))
     one, _ = _replay((pcap, lab[1]), tmp_path / "node-1.jsonl", "node-1")
     two, two_metrics = _replay((pcap, lab[1]), tmp_path / "node-2.jsonl", "node-2")
-    assert sorted((e["dst"]["port"], e["dst"]["kind"], e["dst"]["namespace"], e["dst"]["pod"], e["dst"]["node"])
-                  for e in one) == [(22, "node", None, None, "node-2"), (9100, "node", "monitoring", "exporter", "node-2")]
+    for kind in ("policy-violation", "rule"):  # the rule: host-network-listener, a pod reached the node's listeners
+        assert sorted((e["dst"]["port"], e["dst"]["kind"], e["dst"]["namespace"], e["dst"]["pod"], e["dst"]["node"])
+                      for e in one if e["kind"] == kind) == [
+            (22, "node", None, None, "node-2"), (9100, "node", "monitoring", "exporter", "node-2")]
+    assert {e.get("rule") for e in one if e["kind"] == "rule"} == {"host-network-listener"}
     assert two == [] and "flowwarden_transit_flows_total 2.0" in two_metrics

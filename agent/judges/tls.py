@@ -160,7 +160,7 @@ class TlsJudge:
         if kind != "NetworkPolicy" and kind != "Node":
             self._requirements.clear()
 
-    def profile(self, dst: Endpoint) -> tuple:
+    def dst_profile(self, dst: Endpoint) -> tuple:
         """All that `requirement(dst, port)` reads of a pod but the port: pods with one profile have
         the same requirement on every port (agent/outcomes.py groups them)."""
         if dst.kind != POD or dst.namespace is None:

@@ -21,7 +21,7 @@ import orjson
 
 from agent.flows.community_id import community_id
 from agent.model import (
-    ACTIVE, CRITICAL, END, EXTERNAL, INFO, POD, POLICY_VIOLATION, SERVICE, WARNING, Endpoint, Finding, Flow,
+    ACTIVE, CRITICAL, END, EXTERNAL, INFO, POD, POLICY_VIOLATION, RULE, SERVICE, WARNING, Endpoint, Finding, Flow,
     Judged, Spread)
 
 SEVERITIES = (INFO, WARNING, CRITICAL)
@@ -64,10 +64,11 @@ def _who_attempting(ep: Endpoint) -> tuple:
 
 
 def group_key(finding: Finding, flow: Flow, src: Endpoint, dst: Endpoint) -> tuple:
-    """The event group of a finding; attempts (never established) without their port."""
+    """The event group of a finding (a rule's: by rule id and check); attempts (never established) without their port."""
+    kind = (RULE, finding.detail["rule"], finding.detail.get("check")) if finding.kind == RULE else finding.kind
     if finding.kind == POLICY_VIOLATION and not flow.established:
-        return finding.kind, _who_attempting(src), _who(dst), None, flow.protocol
-    return finding.kind, _who(src), _who(dst), flow.dst_port, flow.protocol
+        return kind, _who_attempting(src), _who(dst), None, flow.protocol
+    return kind, _who(src), _who(dst), flow.dst_port, flow.protocol
 
 
 DEFAULT_MAX_GROUPS = 20_000

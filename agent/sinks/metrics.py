@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, disable_created_metric
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.model import ANSWER, CLASSIFIED, POLICY_CHANGE, Endpoint, Judged, is_violation
+from agent.model import ANSWER, CLASSIFIED, POLICY_CHANGE, RULE, Endpoint, Judged, is_violation
 
 NO_NAMESPACE = ""  # label value for ends that are not in a namespace (external, node)
 
@@ -90,9 +90,10 @@ class MetricsSink:
         if stats is not None:
             self.watch(stats)
         self.flows = Counter("flowwarden_flows_total", "Flows judged, by verdict.", ("verdict",), registry=registry)
-        self.violations = Counter("flowwarden_violations_total", "Flows with a finding, by kind and the policy "
-                                  "side judged on this node.",
-                                  ("kind", "severity", "src_namespace", "dst_namespace", "side"), registry=registry)
+        self.violations = Counter("flowwarden_violations_total", "Flows with a finding, by kind, built-in rule "
+                                  "(kind rule; else empty) and the policy side judged on this node.",
+                                  ("kind", "rule", "severity", "src_namespace", "dst_namespace", "side"),
+                                  registry=registry)
         self.gaps = Counter("flowwarden_enforcement_gaps_total",
                             "Denied flows that were established anyway: the CNI let them through.",
                             ("src_namespace", "dst_namespace", "side"), registry=registry)
@@ -118,7 +119,8 @@ class MetricsSink:
         for f in judged.findings:
             if is_violation(f):
                 src_ns, dst_ns = self._ns(judged.src), self._ns(judged.dst)
-                self._inc(n, self.violations, f.kind, f.severity, src_ns, dst_ns, flow.side)
+                rule = f.detail["rule"] if f.kind == RULE else ""
+                self._inc(n, self.violations, f.kind, rule, f.severity, src_ns, dst_ns, flow.side)
                 if f.detail and f.detail.get("enforcement_gap"):
                     self._inc(n, self.gaps, src_ns, dst_ns, flow.side)
             elif f.kind == POLICY_CHANGE and f.detail and self.count_staged:

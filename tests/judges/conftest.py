@@ -25,12 +25,12 @@ from agent.model import (
 class MemoryView:
     pods: dict[str, Pod] = field(default_factory=dict)  # by uid
     ns: dict[str, Namespace] = field(default_factory=dict)
-    nodes: dict[str, Node] = field(default_factory=dict)
+    node_objects: dict[str, Node] = field(default_factory=dict)  # by name
     netpols: dict[tuple[str, str], NetworkPolicy] = field(default_factory=dict)
     synced: bool = True
 
     def endpoint(self, ip: str, at: float = 0.0) -> Endpoint:
-        for node in self.nodes.values():
+        for node in self.node_objects.values():
             if ip in node.internal_ips:
                 return Endpoint(ip=ip, kind=NODE, node=node.name)
         for pod in self.pods.values():
@@ -54,7 +54,7 @@ class MemoryView:
         return []
 
     def nodes(self):
-        return []
+        return list(self.node_objects.values())
 
     def services(self):
         return []
@@ -119,7 +119,7 @@ def e2e_ip(ns: str, pod: str) -> str:
 
 def e2e_view() -> MemoryView:
     view = MemoryView()
-    view.nodes["node-1"] = Node(name="node-1", internal_ips=("10.10.0.1",))
+    view.node_objects["node-1"] = Node(name="node-1", internal_ips=("10.10.0.1",))
     for ns in E2E_NAMESPACES:
         view.ns[ns] = Namespace(name=ns, labels={"ns": ns})
         for pod in E2E_PODS:

@@ -24,7 +24,7 @@ def test_a_denied_established_flow_counts_a_violation_and_an_enforcement_gap():
     sink = MetricsSink(registry)
     _deny(sink, _flow(), _pod("a"), _pod("b"))
     _deny(sink, _flow(established=False), _pod("a"), _pod("b"))
-    labels = {"kind": POLICY_VIOLATION, "severity": CRITICAL, "src_namespace": "a", "dst_namespace": "b",
+    labels = {"kind": POLICY_VIOLATION, "rule": "", "severity": CRITICAL, "src_namespace": "a", "dst_namespace": "b",
               "side": "both"}
     assert registry.get_sample_value("flowwarden_violations_total", labels) == 2
     assert registry.get_sample_value("flowwarden_enforcement_gaps_total",
@@ -59,6 +59,6 @@ def test_forgetting_a_namespace_named_like_a_severity_keeps_other_series():
     sink = MetricsSink(registry)
     _deny(sink, _flow(), _pod("a"), _pod("b"))
     sink.forget_namespace(CRITICAL)  # a namespace called "critical"
-    labels = {"kind": POLICY_VIOLATION, "severity": CRITICAL, "src_namespace": "a", "dst_namespace": "b",
+    labels = {"kind": POLICY_VIOLATION, "rule": "", "severity": CRITICAL, "src_namespace": "a", "dst_namespace": "b",
               "side": "both"}
     assert registry.get_sample_value("flowwarden_violations_total", labels) == 1
