@@ -13,11 +13,12 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from agent.model import (
-    NAMESPACE_NAME_LABEL, REQUIRE_TLS_ANNOTATION, TLS_MIN_VERSION_ANNOTATION, ContainerPort, EndpointSlice, Namespace,
+    EXPOSE_ANNOTATION, NAMESPACE_NAME_LABEL, REQUIRE_TLS_ANNOTATION, TLS_MIN_VERSION_ANNOTATION, ContainerPort,
+    EndpointSlice, Namespace,
     NetworkPolicy, Node, Pod, Service, ServicePort,
 )
 
-KEPT_ANNOTATIONS = (REQUIRE_TLS_ANNOTATION, TLS_MIN_VERSION_ANNOTATION)
+KEPT_ANNOTATIONS = (REQUIRE_TLS_ANNOTATION, TLS_MIN_VERSION_ANNOTATION, EXPOSE_ANNOTATION)
 # A Job created by a CronJob is named "<cronjob>-<scheduled minute since epoch>".
 _CRONJOB_JOB = re.compile(r"^(.+)-\d{8,}$")
 _intern = sys.intern
