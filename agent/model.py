@@ -327,6 +327,11 @@ def is_violation(finding: Finding) -> bool:
     return finding.kind != POLICY_CHANGE and finding.kind != POLICY_VERDICT
 
 
+def finding_name(finding: Finding) -> str:
+    """A finding as summaries and flow records name it: its kind, a rule's as "rule:<id>"."""
+    return f"{RULE}:{finding.detail['rule']}" if finding.kind == RULE else finding.kind
+
+
 def verdict_of(findings: Sequence[Finding], *, synced: bool) -> str:
     """A flow's verdict: deny when a NetworkPolicy denies it; unknown before the inventory's first sync."""
     if any(f.kind == POLICY_VIOLATION for f in findings):

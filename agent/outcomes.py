@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from agent.decode.hotpath import HOTPATH
 from agent.model import (
     AMBIGUOUS, APP_TLS, CLASSIFIED, END, EXTERNAL, POD, POLICY_VIOLATION, START, TCP, UDP, Flow, Judged, Spread,
-    TlsInfo, is_violation)
+    TlsInfo, finding_name, is_violation)
 from agent.sinks.events import group_key
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ class Outcomes:
     def adopt(self, flow: Flow, outcome: int) -> None:
         """A compact flow whose answer was counted under `outcome` moves to the Python table: it is judged."""
         answer, flow.verdict = self.outcomes[outcome]
-        flow.findings = tuple(f.kind for f in answer.findings if is_violation(f))
+        flow.findings = tuple(finding_name(f) for f in answer.findings if is_violation(f))
 
     def drain(self) -> None:
         """What the compact table counted since the last drain, to the sinks as aggregates."""

@@ -26,8 +26,8 @@ from agent.judges import build_judges
 from agent.outcomes import Outcomes
 from agent.sinks.metrics import PipelineStats
 from agent.model import (
-    ACTIVE, ANSWER, CLASSIFIED, END, NODE, POLICY_CHANGE, POLICY_VERDICT, RULE, START, UNKNOWN, ClusterView, Endpoint,
-    Finding, Flow, Judge, Judged, NetworkPolicy, Sink, is_violation, side_of, verdict_of,
+    ACTIVE, ANSWER, CLASSIFIED, END, NODE, POLICY_CHANGE, POLICY_VERDICT, START, UNKNOWN, ClusterView, Endpoint,
+    Finding, Flow, Judge, Judged, NetworkPolicy, Sink, finding_name, is_violation, side_of, verdict_of,
 )
 
 log = logging.getLogger("flowwarden.pipeline")
@@ -96,6 +96,7 @@ class Pipeline:
         self._by_stage = {stage: [j for j in self._judges if getattr(j, "stage", CLASSIFIED) == stage]
                           for stage in (START, ANSWER, CLASSIFIED)}
         self.table.on_start = self.start if self._by_stage[START] else None
+        self.table.dns_queries = any(getattr(getattr(j, "inner", j), "needs_dns_query", False) for j in self._judges)
         self.compact(self._compact)
 
     def compact(self, on: bool) -> None:
@@ -286,8 +287,8 @@ class Pipeline:
                     key = f"{f.detail['before']}->{f.detail['after']}"
                     t.what_if[key] = t.what_if.get(key, 0) + 1
                 else:
-                    t.findings[summary_kind(f)] = t.findings.get(summary_kind(f), 0) + 1
-            flow.findings += tuple(f.kind for f in findings if is_violation(f))
+                    t.findings[finding_name(f)] = t.findings.get(finding_name(f), 0) + 1
+            flow.findings += tuple(finding_name(f) for f in findings if is_violation(f))
         return findings
 
     def _emit(self, stage: str, flow: Flow, ends: tuple[Endpoint, Endpoint],
@@ -314,7 +315,7 @@ class Pipeline:
             t.flows += judged.count
             t.verdicts[verdict] = t.verdicts.get(verdict, 0) + judged.count
         for f in judged.findings:
-            t.findings[summary_kind(f)] = t.findings.get(summary_kind(f), 0) + judged.count
+            t.findings[finding_name(f)] = t.findings.get(finding_name(f), 0) + judged.count
         self._tell(self.sinks if judged.findings else self._listening[judged.stage], judged)
 
     def failed(self, stage: str, name: str) -> None:
@@ -326,11 +327,6 @@ class Pipeline:
             self.judge_errors[name] = self.judge_errors.get(name, 0) + 1
         else:
             self.count_drop(stage, f"{name}-error")
-
-
-def summary_kind(finding: Finding) -> str:
-    """What the summary counts a finding as: its kind, a rule's as "rule:<id>"."""
-    return f"{RULE}:{finding.detail['rule']}" if finding.kind == RULE else finding.kind
 
 
 def _name(sink: Sink) -> str:
