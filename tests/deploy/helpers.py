@@ -18,7 +18,8 @@ MONITORING = DAEMONSET / "monitoring"
 VENV_BIN = Path(sys.executable).parent  # kubectl, hadolint and kubernetes-validate come as wheels
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 ALERTS = ("FlowwardenEnforcementGap", "FlowwardenPolicyViolations", "FlowwardenPlaintextToTLSRequired",
-          "FlowwardenTLSVersionBelowMinimum", "FlowwardenStagedPolicyWouldDeny", "FlowwardenCaptureDrops", "FlowwardenInventoryNotSynced",
+          "FlowwardenBuiltinRuleViolated", "FlowwardenTLSVersionBelowMinimum", "FlowwardenStagedPolicyWouldDeny",
+          "FlowwardenCaptureDrops", "FlowwardenInventoryNotSynced",
           "FlowwardenAgentDown", "FlowwardenAgentMissingOnNodes")
 HEALTH_ALERTS = ("FlowwardenCaptureDrops", "FlowwardenInventoryNotSynced", "FlowwardenAgentDown",
                  "FlowwardenAgentMissingOnNodes")
