@@ -2,14 +2,16 @@
 
 `record.sh` asks this script which pods of a scenario live on node-1 (and so
 become network namespaces with those very IPs), then writes the scenario's
-`cluster.json` with it. `craft.py` imports it for the crafted set. The output
+`cluster.json` with it. `craft.py` and `craft_rules.py` import it for the crafted sets. The output
 is a Kubernetes `List` shaped like
 `kubectl get namespaces,pods,services,endpointslices,nodes,networkpolicies -A -o json`
 (keys sorted, 4-space indent). Everything is fixed (uids, timestamps,
 resourceVersions) so re-recording yields byte-identical cluster files.
 
-Usage: python3 cluster.py pods SCENARIO   -> "name ns ipv4 ipv6" per node-1 pod
-       python3 cluster.py json SCENARIO   -> the List on stdout
+Usage: python3 cluster.py pods SCENARIO [NODE]  -> "name ns ipv4 ipv6" per pod on NODE
+                                                  (default node-1; hostNetwork pods left out)
+       python3 cluster.py nodes SCENARIO        -> "name InternalIP" per node
+       python3 cluster.py json SCENARIO         -> the List on stdout
 Standard library only: it runs with the system python3 too.
 """
 from __future__ import annotations
@@ -21,9 +23,13 @@ import uuid
 
 # creationTimestamp of every object: before any recording or crafted packet.
 CREATED = "2025-12-01T00:00:00Z"
-NODE_IPS = {"node-1": "172.18.0.2", "node-2": "172.18.0.3"}
+NODE_IPS = {"node-1": "172.18.0.2", "node-2": "172.18.0.3", "cp-1": "172.18.0.4", "cp-2": "172.18.0.5"}
 POD_CIDRS = {"node-1": ("10.244.1.0/24", "fd00:10:244:1::/64"),
-             "node-2": ("10.244.2.0/24", "fd00:10:244:2::/64")}
+             "node-2": ("10.244.2.0/24", "fd00:10:244:2::/64"),
+             "cp-1": ("10.244.0.0/24", "fd00:10:244::/64"),
+             "cp-2": ("10.244.3.0/24", "fd00:10:244:3::/64")}
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+EXPOSE_ANNOTATION = "flowwarden.io/expose"
 
 
 def uid(*parts: str) -> str:
@@ -61,15 +67,19 @@ def namespace(name: str, *, labels=None, annotations=None) -> dict:
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
 
 
-def node(name: str) -> dict:
+def node(name: str, *, control_plane: bool = False) -> dict:
+    """A node; `control_plane` -> kubeadm's control-plane role label and NoSchedule taint."""
     v4, v6 = POD_CIDRS[name]
+    spec = {"podCIDR": v4, "podCIDRs": [v4, v6], "providerID": f"kind://docker/fw/{name}"}
+    if control_plane:
+        spec["taints"] = [{"effect": "NoSchedule", "key": CONTROL_PLANE_LABEL}]
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": _meta("Node", name, labels={
                 "beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64", "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux"},
+                "kubernetes.io/os": "linux", **({CONTROL_PLANE_LABEL: ""} if control_plane else {})},
                 annotations={"node.alpha.kubernetes.io/ttl": "0"}),
-            "spec": {"podCIDR": v4, "podCIDRs": [v4, v6], "providerID": f"kind://docker/fw/{name}"},
+            "spec": spec,
             "status": {"addresses": [{"address": NODE_IPS[name], "type": "InternalIP"},
                                      {"address": name, "type": "Hostname"}],
                        "conditions": [{"lastHeartbeatTime": CREATED, "lastTransitionTime": CREATED,
@@ -85,8 +95,10 @@ def node(name: str) -> dict:
 
 def pod(ns: str, name: str, *, app: str, ips: list[str], node_name: str = "node-1",
         ports=(), image: str = "debian:bookworm", annotations=None, labels=None,
-        deployment: str | None = None, phase: str = "Running") -> dict:
-    """A pod; `deployment` set -> owned by a ReplicaSet as a Deployment's pods are."""
+        deployment: str | None = None, phase: str = "Running", host_network: bool = False) -> dict:
+    """A pod; `deployment` set -> owned by a ReplicaSet as a Deployment's pods are.
+    `host_network` -> spec.hostNetwork, each containerPort also a hostPort (as the API server
+    defaults them), and `ips` should be its node's address."""
     owner = None
     all_labels = {"app": app, **(labels or {})}
     gen = None
@@ -101,13 +113,16 @@ def pod(ns: str, name: str, *, app: str, ips: list[str], node_name: str = "node-
                  "resources": {}, "terminationMessagePath": "/dev/termination-log",
                  "terminationMessagePolicy": "File"}
     if ports:
-        container["ports"] = [{"containerPort": p, "name": n, "protocol": proto}
+        container["ports"] = [{"containerPort": p, "name": n, "protocol": proto,
+                               **({"hostPort": p} if host_network else {})}
                               for n, p, proto in ports]
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": _meta("Pod", name, ns, labels=all_labels, annotations=annotations,
                               owner=owner, generate_name=gen),
-            "spec": {"containers": [container], "dnsPolicy": "ClusterFirst",
-                     "enableServiceLinks": True, "nodeName": node_name,
+            "spec": {"containers": [container],
+                     "dnsPolicy": "ClusterFirstWithHostNet" if host_network else "ClusterFirst",
+                     "enableServiceLinks": True, **({"hostNetwork": True} if host_network else {}),
+                     "nodeName": node_name,
                      "preemptionPolicy": "PreemptLowerPriority", "priority": 0,
                      "restartPolicy": "Always", "schedulerName": "default-scheduler",
                      "securityContext": {}, "serviceAccount": "default",
@@ -117,18 +132,23 @@ def pod(ns: str, name: str, *, app: str, ips: list[str], node_name: str = "node-
                        "qosClass": "BestEffort", "startTime": CREATED}}
 
 
-def service(ns: str, name: str, *, cluster_ips: list[str], selector: dict, ports, annotations=None) -> dict:
+def service(ns: str, name: str, *, cluster_ips: list[str], selector: dict, ports, annotations=None,
+            type: str = "ClusterIP") -> dict:
+    """`ports`: (name, port, protocol, targetPort) or, for type NodePort, (..., nodePort)."""
     fam = ["IPv6" if ":" in ip else "IPv4" for ip in cluster_ips]
+    node_port = type in ("NodePort", "LoadBalancer")
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": _meta("Service", name, ns, labels={"app": name} if selector else None,
                               annotations=annotations),
             "spec": {"clusterIP": cluster_ips[0], "clusterIPs": list(cluster_ips),
+                     **({"externalTrafficPolicy": "Cluster"} if node_port else {}),
                      "internalTrafficPolicy": "Cluster", "ipFamilies": fam,
                      "ipFamilyPolicy": "SingleStack" if len(fam) == 1 else "PreferDualStack",
-                     "ports": [{"name": n, "port": p, "protocol": proto, "targetPort": t}
-                               for n, p, proto, t in ports],
+                     "ports": [{"name": n, "port": p, "protocol": proto, "targetPort": t,
+                                **({"nodePort": np[0]} if np else {})}
+                               for n, p, proto, t, *np in ports],
                      **({"selector": dict(selector)} if selector else {}),
-                     "sessionAffinity": "None", "type": "ClusterIP"},
+                     "sessionAffinity": "None", "type": type},
             "status": {"loadBalancer": {}}}
 
 
@@ -171,20 +191,21 @@ def ns_sel(name: str) -> dict:
     return {"matchLabels": {"kubernetes.io/metadata.name": name}}
 
 
-def base() -> list[dict]:
-    """What every cluster has: default/kube-system namespaces, nodes, the API service."""
+def base(*, nodes=("node-1", "node-2"), apiserver: str = "node-1") -> list[dict]:
+    """What every cluster has: default/kube-system namespaces, nodes, the API service
+    (its EndpointSlice on `apiserver`'s address, port 6443). Nodes named cp-* are control-plane."""
     api = service("default", "kubernetes", cluster_ips=["10.96.0.1"], selector=None,
                   ports=[("https", 443, "TCP", 6443)])
     api["metadata"]["labels"] = {"component": "apiserver", "provider": "kubernetes"}
     eps = {"addressType": "IPv4", "apiVersion": "discovery.k8s.io/v1",
-           "endpoints": [{"addresses": [NODE_IPS["node-1"]],
+           "endpoints": [{"addresses": [NODE_IPS[apiserver]],
                           "conditions": {"ready": True, "serving": True, "terminating": False}}],
            "kind": "EndpointSlice",
            "metadata": _meta("EndpointSlice", "kubernetes", "default",
                              labels={"kubernetes.io/service-name": "kubernetes"}),
            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}
-    return [namespace("default"), namespace("kube-system"), node("node-1"), node("node-2"),
-            api, eps]
+    return [namespace("default"), namespace("kube-system"),
+            *(node(n, control_plane=n.startswith("cp-")) for n in nodes), api, eps]
 
 
 def _svc_with_slice(items: list, svc: dict, pods: list[dict], families=("IPv4",)) -> None:
@@ -367,6 +388,99 @@ def crafted() -> list[dict]:
     return items
 
 
+# --- issue #13: the built-in rules for the network-visible controls of the 4C's -----------
+
+RULES_NODES = ("cp-1", "cp-2", "node-1", "node-2")  # cp-1 and cp-2: control plane; the API server on cp-1
+RULES_CLIENT = ("10.244.1.110", "fd00:10:244:1::110")  # shop/client, dual-stack (it reaches fd00:ec2::254)
+
+
+def _rules_common(*namespaces: str) -> list[dict]:
+    """What rules-4c and rules-crafted share: two control-plane nodes and two workers, the API server's
+    EndpointSlice on cp-1, shop/client, shop/api behind the NodePort Service shop/web (30080, not
+    annotated), and the hostNetwork pod monitoring/node-exporter on node-1 (:9100)."""
+    items = base(nodes=RULES_NODES, apiserver="cp-1") + [namespace(n) for n in ("shop", "monitoring", *namespaces)]
+    client = pod("shop", "client-7b9c6d5f8-c4l1x", app="client", ips=list(RULES_CLIENT), deployment="client")
+    api = pod("shop", "api-5f6d7c8b9-a8p1x", app="api", ips=["10.244.1.111"], ports=[("http", 8080, "TCP")],
+              deployment="api", image="python:3.11-slim")
+    exporter = pod("monitoring", "node-exporter-x7k2p", app="node-exporter", ips=[NODE_IPS["node-1"]],
+                   host_network=True, image="quay.io/prometheus/node-exporter:v1.8.1",
+                   ports=[("metrics", 9100, "TCP")],
+                   labels={"controller-revision-hash": "6f8b9c7d54", "pod-template-generation": "1"})
+    exporter["metadata"]["generateName"] = "node-exporter-"
+    exporter["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "blockOwnerDeletion": True,
+                                                "controller": True, "kind": "DaemonSet", "name": "node-exporter",
+                                                "uid": uid("DaemonSet", "monitoring", "node-exporter")}]
+    items += [client, api, exporter]
+    _svc_with_slice(items, service("shop", "web", cluster_ips=["10.96.40.80"], selector={"app": "api"},
+                                   ports=[("http", 80, "TCP", 8080, 30080)], type="NodePort"), [api])
+    return items
+
+
+def _mail(items: list[dict]) -> None:
+    """mail/dovecot (IMAP 143, POP3 110) and mail/exim (SMTP 25), with their Services."""
+    imap = pod("mail", "dovecot-0", app="dovecot", ips=["10.244.1.113"], image="dovecot/dovecot:2.3",
+               ports=[("imap", 143, "TCP"), ("pop3", 110, "TCP")])
+    smtp = pod("mail", "exim-0", app="exim", ips=["10.244.1.114"], image="exim4:4.96", ports=[("smtp", 25, "TCP")])
+    items += [imap, smtp]
+    _svc_with_slice(items, service("mail", "dovecot", cluster_ips=["10.96.25.113"], selector={"app": "dovecot"},
+                                   ports=[("imap", 143, "TCP", 143), ("pop3", 110, "TCP", 110)]), [imap])
+    _svc_with_slice(items, service("mail", "exim", cluster_ips=["10.96.25.114"], selector={"app": "exim"},
+                                   ports=[("smtp", 25, "TCP", 25)]), [smtp])
+
+
+def rules_4c() -> list[dict]:
+    """Recorded traffic for the 4C's rules (record.sh rules-4c): the node namespace is node-1 and the
+    hostNetwork pod; cp-1, cp-2, an external client, the metadata server and kube-system/cp-agent (a pod
+    the inventory puts on cp-1) are namespaces on the same bridge."""
+    items = _rules_common("mail", "files", "dns")
+    store = pod("shop", "store-6c7d8b9f5-s7r2x", app="store", ips=["10.244.1.112"], ports=[("http", 8080, "TCP")],
+                deployment="store", image="python:3.11-slim")
+    ftp = pod("files", "vsftpd-0", app="vsftpd", ips=["10.244.1.115"], image="fauria/vsftpd:latest",
+              ports=[("ftp", 21, "TCP")])
+    dnsd = pod("dns", "dnsmasq-7d8c9b6f5-d2n5x", app="dnsmasq", ips=["10.244.1.116"], deployment="dnsmasq",
+               image="dnsmasq:2.89", ports=[("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")])
+    agent = pod("kube-system", "cp-agent-6c9d8f7b5-lq2vx", app="cp-agent", ips=["10.244.0.10"], node_name="cp-1",
+                deployment="cp-agent")
+    agent["spec"]["tolerations"] = [{"effect": "NoSchedule", "key": CONTROL_PLANE_LABEL, "operator": "Exists"}]
+    items += [store, ftp, dnsd, agent]
+    _mail(items)
+    _svc_with_slice(items, service("shop", "store", cluster_ips=["10.96.40.81"], selector={"app": "store"},
+                                   ports=[("http", 80, "TCP", 8080, 30081)], type="NodePort",
+                                   annotations={EXPOSE_ANNOTATION: "true"}), [store])
+    _svc_with_slice(items, service("files", "vsftpd", cluster_ips=["10.96.21.115"], selector={"app": "vsftpd"},
+                                   ports=[("ftp", 21, "TCP", 21)]), [ftp])
+    _svc_with_slice(items, service("dns", "dnsmasq", cluster_ips=["10.96.53.116"], selector={"app": "dnsmasq"},
+                                   ports=[("dns", 53, "UDP", 53), ("dns-tcp", 53, "TCP", 53)]), [dnsd])
+    return items
+
+
+def rules_crafted() -> list[dict]:
+    """The cluster of pcaps/rules-crafted/ (craft_rules.py): rules-4c's nodes, client, api and node-exporter,
+    plus a telnet server, mail, an HTTP proxy, CoreDNS and its NodePort Service kube-system/dns-external
+    (UDP 30053, not annotated)."""
+    items = _rules_common("legacy", "mail")
+    telnetd = pod("legacy", "telnetd-0", app="telnetd", ips=["10.244.1.123"], image="debian:bookworm",
+                  ports=[("telnet", 23, "TCP")])
+    proxy = pod("shop", "proxy-8b7c6d9f5-p3x8q", app="proxy", ips=["10.244.1.128"], deployment="proxy",
+                image="ubuntu/squid:5.7", ports=[("http-proxy", 3128, "TCP")])
+    dnsd = pod("kube-system", "coredns-5d78c9869d-h7kzp", app="kube-dns", ips=["10.244.1.153"],
+               image="registry.k8s.io/coredns/coredns:v1.11.1", deployment="coredns", labels={"k8s-app": "kube-dns"},
+               ports=[("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"), ("metrics", 9153, "TCP")])
+    items += [telnetd, proxy, dnsd]
+    _mail(items)
+    _svc_with_slice(items, service("legacy", "telnetd", cluster_ips=["10.96.23.123"], selector={"app": "telnetd"},
+                                   ports=[("telnet", 23, "TCP", 23)]), [telnetd])
+    _svc_with_slice(items, service("shop", "proxy", cluster_ips=["10.96.31.28"], selector={"app": "proxy"},
+                                   ports=[("http-proxy", 3128, "TCP", 3128)]), [proxy])
+    kube_dns = service("kube-system", "kube-dns", cluster_ips=["10.96.0.10"], selector={"k8s-app": "kube-dns"},
+                       ports=[("dns", 53, "UDP", 53), ("dns-tcp", 53, "TCP", 53), ("metrics", 9153, "TCP", 9153)])
+    _svc_with_slice(items, kube_dns, [dnsd])
+    _svc_with_slice(items, service("kube-system", "dns-external", cluster_ips=["10.96.53.53"],
+                                   selector={"k8s-app": "kube-dns"}, ports=[("dns", 53, "UDP", 53, 30053)],
+                                   type="NodePort"), [dnsd])
+    return items
+
+
 SCENARIOS = {
     "http-allowed-and-denied": http_allowed_and_denied,
     "redis-plaintext": redis_plaintext,
@@ -376,6 +490,8 @@ SCENARIOS = {
     "ipv6-cooked": ipv6_cooked,
     "mail-starttls": mail_starttls,
     "crafted": crafted,
+    "rules-4c": rules_4c,
+    "rules-crafted": rules_crafted,
 }
 
 KIND_ORDER = ["Namespace", "Pod", "Service", "EndpointSlice", "Node", "NetworkPolicy"]
@@ -391,10 +507,11 @@ def as_list(items: list[dict]) -> str:
     return json.dumps(doc, indent=4, sort_keys=True) + "\n"
 
 
-def node1_pods(items: list[dict]) -> list[str]:
+def pods_on(items: list[dict], node_name: str = "node-1") -> list[str]:
+    """"app namespace ipv4 ipv6" per pod on `node_name` with an address of its own (not hostNetwork)."""
     lines = []
     for o in items:
-        if o["kind"] == "Pod" and o["spec"]["nodeName"] == "node-1":
+        if o["kind"] == "Pod" and o["spec"]["nodeName"] == node_name and not o["spec"].get("hostNetwork"):
             ips = [i["ip"] for i in o["status"]["podIPs"]]
             v4 = next((i for i in ips if ":" not in i), "-")
             v6 = next((i for i in ips if ":" in i), "-")
@@ -403,11 +520,19 @@ def node1_pods(items: list[dict]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] not in ("pods", "json") or argv[2] not in SCENARIOS:
-        print(f"usage: {argv[0]} pods|json {'|'.join(SCENARIOS)}", file=sys.stderr)
+    if (len(argv) not in (3, 4) or argv[1] not in ("pods", "nodes", "json") or argv[2] not in SCENARIOS
+            or (len(argv) == 4 and argv[1] != "pods")):
+        print(f"usage: {argv[0]} pods|nodes|json {'|'.join(SCENARIOS)} [NODE (pods only)]", file=sys.stderr)
         return 2
     items = SCENARIOS[argv[2]]()
-    sys.stdout.write("\n".join(node1_pods(items)) + "\n" if argv[1] == "pods" else as_list(items))
+    if argv[1] == "pods":
+        lines = pods_on(items, *argv[3:])
+        sys.stdout.write("\n".join(lines) + "\n" if lines else "")
+    elif argv[1] == "nodes":
+        sys.stdout.write("".join(f'{o["metadata"]["name"]} {o["status"]["addresses"][0]["address"]}\n'
+                                 for o in items if o["kind"] == "Node"))
+    else:
+        sys.stdout.write(as_list(items))
     return 0
 
 

