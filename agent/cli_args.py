@@ -172,8 +172,8 @@ def _output_args(p: argparse.ArgumentParser) -> None:
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", action="append", default=[], metavar="KIND",
-                   help="only events of this kind, e.g. policy-violation, plaintext, tls-version "
-                   "(repeat or comma-separate for several)")
+                   help="only events of this kind, e.g. policy-violation, plaintext, tls-version, rule, "
+                   "rule:cloud-metadata (repeat or comma-separate for several)")
     p.add_argument("--namespace", action="append", default=[], metavar="NS",
                    help="only events with this namespace at either end (repeat or comma-separate)")
     p.add_argument("--min-severity", choices=SEVERITIES, help="only events at least this severe")

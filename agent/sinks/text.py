@@ -18,7 +18,7 @@ from typing import BinaryIO, Mapping, Sequence
 
 import orjson
 
-from agent.model import CRITICAL, DENY, INFO, POLICY_VIOLATION, UNKNOWN, WARNING, Finding, Judged
+from agent.model import CRITICAL, DENY, INFO, POLICY_VIOLATION, UNKNOWN, WARNING, Finding, Judged, finding_name
 
 SEVERITIES = (INFO, WARNING, CRITICAL)  # least to most severe
 FORMATS = ("text", "json")
@@ -56,8 +56,8 @@ class EventFilter:
         return bool(self.kinds or self.namespaces or self.min_severity or self.verdicts)
 
     def keeps(self, *, kind: str | None, severity: str | None, namespaces: Sequence[str | None],
-              verdict: str | None) -> bool:
-        if self.kinds and kind not in self.kinds:
+              verdict: str | None, name: str | None = None) -> bool:
+        if self.kinds and kind not in self.kinds and name not in self.kinds:  # `rule`, or `rule:<id>`
             return False
         if self.min_severity and (severity not in SEVERITIES or
                                   SEVERITIES.index(severity) < SEVERITIES.index(self.min_severity)):
@@ -68,7 +68,7 @@ class EventFilter:
 
     def keeps_finding(self, finding: Finding, judged: Judged) -> bool:
         return self.keeps(kind=finding.kind, severity=finding.severity, verdict=judged.flow.verdict,
-                          namespaces=(judged.src.namespace, judged.dst.namespace))
+                          namespaces=(judged.src.namespace, judged.dst.namespace), name=finding_name(finding))
 
     def keeps_verdict(self, record: Mapping) -> bool:
         """An `evaluate` result: a deny stands for a critical policy-violation, an allow for no finding."""
@@ -124,7 +124,8 @@ def event_text(event: Mapping, *, colour: bool = False) -> str:
     severity = str(event.get("severity"))
     shown = f"{_COLOURS.get(severity, '')}{severity}{_RESET}" if colour and severity in _COLOURS else severity
     established = "established" if event.get("established") else "not-established"
-    line = (f"{shown} {event.get('kind')} {endpoint_text(event['src'])} → {endpoint_text(event['dst'])}:"
+    kind = f"{event.get('kind')}:{event['rule']}" if event.get("rule") else event.get("kind")
+    line = (f"{shown} {kind} {endpoint_text(event['src'])} → {endpoint_text(event['dst'])}:"
             f"{_port(event['dst'], str(event.get('protocol')))} {established}")
     if reason := _first_reason(event):
         line += f" {reason}"

@@ -23,7 +23,7 @@ class CloudMetadata(Rule):
 
     def finds(self, flow: Flow, src: Endpoint, dst: Endpoint):
         if src.kind == POD and dst.ip in self.settings.options["addresses"]:
-            return f"a pod reached the cloud metadata service at {dst.ip} ({flow.dst_port}/{flow.protocol})", {}
+            return f"a pod contacted the cloud metadata service at {dst.ip} ({flow.dst_port}/{flow.protocol})", {}
         return None
 
     def key_classes(self):

@@ -22,9 +22,9 @@ class DockerDaemon(Rule):
         if flow.protocol != TCP:
             return None
         if flow.dst_port == PLAIN_PORT:
-            return f"the Docker API without TLS ({PLAIN_PORT}) reached", {}
+            return f"the Docker API without TLS ({PLAIN_PORT}) contacted", {}
         if flow.dst_port == TLS_PORT and src.kind == POD:
-            return f"a pod reached the Docker API ({TLS_PORT})", {}
+            return f"a pod contacted the Docker API ({TLS_PORT})", {}
         return None
 
     def key_classes(self):

@@ -23,7 +23,7 @@ class EtcdAccess(Rule):
     def finds(self, flow: Flow, src: Endpoint, dst: Endpoint):
         if flow.protocol != TCP or flow.dst_port not in ETCD_PORTS or self.facts.in_control_plane(src):
             return None
-        return f"etcd port {flow.dst_port} reached from outside the control plane", {"check": "access"}
+        return f"etcd port {flow.dst_port} contacted from outside the control plane", {"check": "access"}
 
     def key_classes(self):
         networks, _ = super().key_classes()

@@ -23,9 +23,9 @@ class KubeletAccess(Rule):
         if flow.protocol != TCP:
             return None
         if flow.dst_port == READ_ONLY_PORT:
-            return f"the kubelet's unauthenticated read-only port {READ_ONLY_PORT} reached", {}
+            return f"the kubelet's unauthenticated read-only port {READ_ONLY_PORT} contacted", {}
         if flow.dst_port == KUBELET_PORT and src.kind == POD and dst.kind == NODE:
-            return f"a pod reached the kubelet API of node {dst.node or dst.ip}", {}
+            return f"a pod contacted the kubelet API of node {dst.node or dst.ip}", {}
         return None
 
     def key_classes(self):

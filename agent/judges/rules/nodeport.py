@@ -29,7 +29,7 @@ class NodePortExternal(Rule):
         service = self.facts.node_port(port, flow.protocol)
         if service is None or service[1]:
             return None
-        return (f"NodePort {port}/{flow.protocol} of Service {service[0]} reached from outside the cluster "
+        return (f"NodePort {port}/{flow.protocol} of Service {service[0]} contacted from outside the cluster "
                 f"(not annotated {EXPOSE_ANNOTATION}: \"true\")"), {"node_port_service": service[0]}
 
     def key_classes(self):
