@@ -8,7 +8,8 @@
  * FlowTable._close). It calls back into the table through its `hooks`
  * (flows.table.FoldHooks), in packet order: when a flow is stored, at the
  * responder's first packet, for the payload of a flow not yet classified, at
- * the SYN-ACK, and to end a flow whose 5-tuple a new SYN reuses. agent/flows/table.py keeps the same loop
+ * the SYN-ACK, to end a flow whose 5-tuple a new SYN reuses, and (only when the
+ * table's `dns_queries` is on) for the initiator's first UDP/53 datagram. agent/flows/table.py keeps the same loop
  * in Python: it is the reference (tests/test_hotpath.py compares the two on
  * every bundled capture, fuzzed frames and random conversations) and what
  * runs when this module is not built.
@@ -363,6 +364,7 @@ typedef struct {
     PyObject *table;  /* borrowed */
     PyObject *flows, *dropped, *skipped, *ip_cache;  /* the table's dicts */
     PyObject *started, *answered, *payload, *server, *end, *ip, *evict, *adopt;  /* its FoldHooks */
+    PyObject *datagram;  /* ... and FoldHooks.datagram when the table's dns_queries is on, else NULL */
     Compact *compact;  /* its compact table (agent/_compact.h), or NULL */
 } Table;
 
@@ -379,6 +381,7 @@ static void table_release(Table *t) {
     Py_CLEAR(t->ip);
     Py_CLEAR(t->evict);
     Py_CLEAR(t->adopt);
+    Py_CLEAR(t->datagram);
     Py_CLEAR(t->compact);
 }
 
@@ -406,6 +409,14 @@ static int table_bind(Table *t, PyObject *table) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "a FlowTable's flows, dropped, skipped and _ip_cache are dicts");
         Py_XDECREF(hooks);
+        table_release(t);
+        return -1;
+    }
+    PyObject *dns = PyObject_GetAttrString(table, "dns_queries");
+    int on = dns ? PyObject_IsTrue(dns) : -1;
+    Py_XDECREF(dns);
+    if (on < 0 || (on && !(t->datagram = PyObject_GetAttrString(hooks, "datagram")))) {
+        Py_DECREF(hooks);
         table_release(t);
         return -1;
     }
@@ -827,6 +838,16 @@ static int fold(Table *t, PyObject *ts, double when, long long linktype, const u
     slot_set(flow, off_last_seen, ts);
     if (forward) {
         if (slot_add(flow, off_packets_src, 1) < 0 || slot_add(flow, off_bytes_src, p.total) < 0) goto done;
+        /* The initiator's first UDP/53 datagram: FlowTable._datagram reads its query's name. */
+        if (t->datagram != NULL && p.proto == 17 && p.end > p.start && u16(p.ports + 2) == 53 &&
+            PyLong_CheckExact(SLOT(flow, off_packets_src)) && PyLong_AsLong(SLOT(flow, off_packets_src)) == 1) {
+            PyObject *payload = PyBytes_FromStringAndSize((const char *)frame + p.start, p.end - p.start);
+            if (call_void(t->datagram, payload ? PyTuple_Pack(2, entry, payload) : NULL) < 0) {
+                Py_XDECREF(payload);
+                goto done;
+            }
+            Py_DECREF(payload);
+        }
     } else {
         if (slot_add(flow, off_packets_dst, 1) < 0 || slot_add(flow, off_bytes_dst, p.total) < 0) goto done;
         /* An answer establishes the flow; a TCP RST or an SCTP ABORT is a refusal. */

@@ -168,7 +168,7 @@ class Agent:
         self.queue: queue.Queue = queue.Queue(maxsize=max(2, c.queue_size // BATCH))
         self.capture = LiveCapture(self.queue, udp_packets_per_flow=c.udp_packets_per_flow,
                                    tcp_segments_per_flow=c.tcp_segments_per_flow, payload_bytes=c.payload_bytes,
-                                   ring=ring_geometry(c), workers=c.workers)
+                                   ring=ring_geometry(c), workers=c.workers, dns_names=self.pipeline.table.dns_queries)
         self.monitor = LinkMonitor(self._patterns(self.config), on_add=self.capture.attach,
                                    on_remove=self.capture.detach)
         self.conntrack = probe_conntrack()
@@ -402,6 +402,7 @@ class Agent:
     def _apply(self, config: Config, judges: list) -> None:
         self.config = self.pipeline.config = config
         self.pipeline.judges = judges
+        self.capture.dns_names = self.pipeline.table.dns_queries  # interfaces attached from now on
         self.pipeline.table.settings = config.flows
         self.events.window, self.events.max_groups = config.events.window, config.events.max_groups
         self.metrics.max_namespaces = config.metrics.max_namespaces

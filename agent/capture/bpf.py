@@ -20,23 +20,27 @@ from agent.capture.interfaces import LINKTYPE_ETHERNET
 FULL = 0x40000  # "keep the whole packet"
 TUNNEL_PORTS = (4789, 8472, 6081, 4790)  # VXLAN (RFC 7348, Linux), Geneve (RFC 8926), VXLAN-GPE
 TCP_SYN_FIN_RST = 0x07  # RFC 9293 §3.1 flag bits
+DNS_PORT = 53
+DNS_BYTES = 512  # a DNS message over UDP without EDNS (RFC 1035 §2.3.4): a query's question fits
 
 # Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
 LD_H_ABS, LD_B_ABS, LD_H_IND, LD_B_IND, LDX_MSH = 0x28, 0x30, 0x48, 0x50, 0xB1
 JEQ, JSET, RET_K, AND_K, RSH_K, ADD_X, SUB_X, TAX = 0x15, 0x45, 0x06, 0x54, 0x74, 0x0C, 0x1C, 0x07
 
 
-def bpf_program(linktype: int, *, payload_bytes: int = 4096) -> list[tuple[int, int, int, int]]:
+def bpf_program(linktype: int, *, payload_bytes: int = 4096,
+                dns_names: bool = False) -> list[tuple[int, int, int, int]]:
     """The kernel filter: (code, jt, jf, k) instructions for a socket of `linktype`.
 
     Kept whole: TCP SYN/FIN/RST, IP fragments, tunnels (IPIP, GRE, VXLAN, Geneve),
     SCTP, VLAN-tagged and IPv6-with-extension-header frames (the decoder's general
     path). Kept truncated: TCP segments with payload (headers + `payload_bytes`, what
     the TLS/app classifier reads) and UDP (headers only: ports are all the judges
-    need). Dropped: pure ACKs, ICMP, ICMPv6 and non-IP frames.
+    need; with `dns_names`, datagrams to port 53 keep `DNS_BYTES` of payload, for a
+    judge reading the query's name). Dropped: pure ACKs, ICMP, ICMPv6 and non-IP frames.
     """
     off = 14 if linktype == LINKTYPE_ETHERNET else 0
-    tcp_snap, udp_snap = off + 120 + payload_bytes, off + 68
+    tcp_snap, udp_snap, dns_snap = off + 120 + payload_bytes, off + 68, off + 68 + DNS_BYTES
     prog: list = []  # entries: (code, jt label, jf label, k) with labels resolved below
     labels: dict[str, int] = {}
 
@@ -71,6 +75,8 @@ def bpf_program(linktype: int, *, payload_bytes: int = 4096) -> list[tuple[int, 
     op(LD_H_IND, off + 2)
     for port in TUNNEL_PORTS:
         op(JEQ, port, "full")
+    if dns_names:
+        op(JEQ, DNS_PORT, "dns")
     op(RET_K, udp_snap)
     label("v4tcp")
     op(LDX_MSH, off)
@@ -105,7 +111,12 @@ def bpf_program(linktype: int, *, payload_bytes: int = 4096) -> list[tuple[int, 
     op(LD_H_ABS, off + 42)
     for port in TUNNEL_PORTS:
         op(JEQ, port, "full")
+    if dns_names:
+        op(JEQ, DNS_PORT, "dns")
     op(RET_K, udp_snap)
+    if dns_names:
+        label("dns")
+        op(RET_K, dns_snap)
     label("full")
     op(RET_K, FULL)
     label("drop")

@@ -47,12 +47,13 @@ def require_capture_permission() -> None:
                           "flowwarden run needs root or CAP_NET_RAW") from e
 
 
-def open_ring(link: Link, *, payload_bytes: int = 4096, geometry: RingGeometry = RingGeometry()) -> Ring:
+def open_ring(link: Link, *, payload_bytes: int = 4096, geometry: RingGeometry = RingGeometry(),
+              dns_names: bool = False) -> Ring:
     """An AF_PACKET socket on `link` with its ring, the filter attached before binding,
     so no unfiltered packet is ever queued on it."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing yet
     try:
-        attach_bpf(sock, bpf_program(link.linktype, payload_bytes=payload_bytes))
+        attach_bpf(sock, bpf_program(link.linktype, payload_bytes=payload_bytes, dns_names=dns_names))
         mem = map_ring(sock, geometry)
         try:
             sock.bind((link.name, ETH_P_ALL))
@@ -101,8 +102,9 @@ class LiveCapture:
     def __init__(self, out: queue.Queue, *, udp_packets_per_flow: int = 4, tcp_segments_per_flow: int = 8,
                  payload_bytes: int = 4096, ring: RingGeometry = RingGeometry(), workers: int = 1,
                  compiled: bool = HOTPATH is not None, clock: Callable[[], float] = time.time,
-                 log: logging.Logger | None = None):
+                 log: logging.Logger | None = None, dns_names: bool = False):
         self.out, self.payload_bytes, self.geometry = out, payload_bytes, ring
+        self.dns_names = dns_names  # UDP/53 keeps its query (bpf.py), for interfaces attached from now on
         self.log = log or logging.getLogger("flowwarden.capture")
         self.budget = BudgetLimits(udp_packets_per_flow, tcp_segments_per_flow)
         self.workers = [CaptureWorker(i, out, make_filter(udp=udp_packets_per_flow, tcp=tcp_segments_per_flow,
@@ -121,7 +123,8 @@ class LiveCapture:
             try:
                 group = None
                 for _ in self.workers:
-                    rings.append(open_ring(link, payload_bytes=self.payload_bytes, geometry=self.geometry))
+                    rings.append(open_ring(link, payload_bytes=self.payload_bytes, geometry=self.geometry,
+                                           dns_names=self.dns_names))
                     if len(self.workers) > 1:
                         group = join_fanout(rings[-1].sock, group)
             except OSError as e:  # gone again already, or not permitted: log and carry on

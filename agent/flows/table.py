@@ -27,6 +27,7 @@ from typing import Callable
 
 from agent.config import FlowConfig
 from agent.decode.app import Classification, classify, classify_answer, tls_info
+from agent.decode.dns import query_name
 from agent.decode.errors import DecodeError, Skip
 from agent.decode.hotpath import HOTPATH, PcapRecords
 from agent.decode.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, decode_frame, reverse_key, split_key
@@ -75,7 +76,9 @@ class FlowTable:
         self.settings = settings or FlowConfig()  # read at each use: a reload may replace it
         self.flows: dict[bytes, tuple] = {}  # key -> (flow, forward, track, other key)
         self.hooks = FoldHooks(self._started, self._answered, self._payload, self._server_start, self._end,
-                               self._ip, self._evict, lambda entry, outcome: self.on_adopt(entry[0], outcome))
+                               self._ip, self._evict, lambda entry, outcome: self.on_adopt(entry[0], outcome),
+                               self._datagram)
+        self.dns_queries = False  # keep UDP/53 flows' first query name (Flow.dns_query): a judge reads it
         self.packets = 0
         self.dropped: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
@@ -135,7 +138,7 @@ class FlowTable:
     def _fold(self, frames: list) -> float:
         """The per-packet loop in Python; agent/_hotpath.c's `fold` is its compiled twin."""
         flows, dropped, skipped = self.flows, self.dropped, self.skipped
-        get = flows.get
+        get, dns = flows.get, self.dns_queries
         for ts, linktype, frame in frames:
             try:
                 proto, key, flags, seq, start, end, size = decode_frame(linktype, frame)
@@ -158,6 +161,8 @@ class FlowTable:
             if forward:
                 flow.packets_src += 1
                 flow.bytes_src += size
+                if dns and proto == 17 and flow.packets_src == 1 and end > start and flow.dst_port == 53:
+                    self._datagram(entry, frame[start:end])
             else:
                 flow.packets_dst += 1
                 flow.bytes_dst += size
@@ -223,6 +228,11 @@ class FlowTable:
     def _answered(self, entry: tuple) -> None:
         """The responder's first packet: established, or refused (RST/ABORT)."""
         self.on_answer(entry[0])
+
+    @staticmethod
+    def _datagram(entry: tuple, payload: bytes) -> None:
+        """The initiator's first UDP/53 datagram (`dns_queries`): its name, read before the ANSWER judges."""
+        entry[0].dns_query = query_name(payload)
 
     def _evict(self, now: float) -> None:
         """Table pressure: end the oldest 1 % of flows (of both tables) at once, in batches because

@@ -38,3 +38,4 @@ class FoldHooks(NamedTuple):
     ip_text: Callable  # (raw address) -> text, for addresses not in the table's cache
     evict: Callable  # (now) when a new compact flow makes the flows more than max_flows
     adopt: Callable  # (entry, outcome) a compact flow moved here after its answer was counted there
+    datagram: Callable  # (entry, payload) the initiator's first UDP/53 datagram, when the table's dns_queries is on
