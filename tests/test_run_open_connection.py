@@ -64,11 +64,11 @@ start = time.monotonic()
 lines = s.makefile("rb")
 for n in range(round(seconds / every)):
     line = b"GET /tick/%d HTTP/1.1\\r\\n" % n
-    s.sendall(line)
+    s.sendall(line + b"\\r\\n")  # a whole request head: its first segment classifies it
     if n == 0:
         print(json.dumps({"port": s.getsockname()[1], "connected": connected, "first_bytes": time.time()}),
               flush=True)
-    if lines.readline() != line:
+    if lines.readline() != line or lines.readline() != b"\\r\\n":
         sys.exit("bad echo")
     time.sleep(max(0.0, start + (n + 1) * every - time.monotonic()))
 s.close()
@@ -101,8 +101,8 @@ class Connection:
 
     @property
     def labels(self) -> tuple:
-        return (("dst_namespace", PODS[self.dst_pod][0]), ("kind", self.kind), ("severity", "critical"),
-                ("side", "both"), ("src_namespace", PODS["client"][0]))
+        return (("dst_namespace", PODS[self.dst_pod][0]), ("kind", self.kind), ("rule", ""),
+                ("severity", "critical"), ("side", "both"), ("src_namespace", PODS["client"][0]))
 
 
 def _events(path: Path) -> list[dict]:
