@@ -62,6 +62,7 @@ class Outcomes:
         self._free: list[int] = []
         self._ends: dict[tuple, int] = {}  # (verdict, src kind, dst kind) -> the outcome ends are counted under
         self._stale = True
+        self._silencers: tuple = (None, [], [])  # (the judges they are of, silent_on_plaintext, silent_on_tls)
         self.enabled = True  # False: remember nothing new (a judge or sink that cannot take it came in)
 
     @staticmethod
@@ -134,8 +135,9 @@ class Outcomes:
                  ESTABLISHED if flow.established else REFUSED)
         spread = any(f.kind == POLICY_VIOLATION for f in findings) and not flow.established
         # Every port a TLS annotation or rule names is a class of its own: "any other port" shares its expectations.
-        plain_ok, tls_ok = (flow.protocol == TCP and flow.established
-                            and self._silent(f"silent_on_{first}", flow, src, dst) for first in ("plaintext", "tls"))
+        plain_ok = tls_ok = False
+        if flow.protocol == TCP and flow.established:
+            plain_ok, tls_ok = self._silent(flow, src, dst)
         # Flows without findings share an outcome per what sinks read of them: kinds, the verdict, dst namespace.
         what = (flow.verdict, src.kind, dst.kind, dst.namespace, plain_ok, tls_ok) if not findings else (id(judged),)
         outcome = self._ids.get(what)
@@ -166,10 +168,17 @@ class Outcomes:
         self.outcomes.append(entry)
         return len(self.outcomes) - 1
 
-    def _silent(self, how: str, flow: Flow, src, dst) -> bool:
-        """Whether every judge of the classification would find nothing in such first bytes."""
-        return all(getattr(getattr(j, "inner", j), how, lambda *_: False)(flow, src, dst)
-                   for j in self.pipeline.judges if getattr(j, "stage", CLASSIFIED) == CLASSIFIED)
+    def _silent(self, flow: Flow, src, dst) -> tuple[bool, bool]:
+        """Whether every judge of the classification would find nothing were the first bytes plaintext (as
+        the compact table decides it), and were they TLS."""
+        judges = self.pipeline.judges
+        if self._silencers[0] is not judges:  # made once per set of judges (a reload replaces it)
+            classifying = [getattr(j, "inner", j) for j in judges if getattr(j, "stage", CLASSIFIED) == CLASSIFIED]
+            never = lambda *_: False  # noqa: E731  (a judge that cannot tell)
+            self._silencers = (judges, [getattr(j, "silent_on_plaintext", never) for j in classifying],
+                               [getattr(j, "silent_on_tls", never) for j in classifying])
+        _, plain, tls = self._silencers
+        return all(s(flow, src, dst) for s in plain), all(s(flow, src, dst) for s in tls)
 
     def adopt(self, flow: Flow, outcome: int) -> None:
         """A compact flow whose answer was counted under `outcome` moves to the Python table: it is judged."""

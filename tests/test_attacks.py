@@ -61,13 +61,10 @@ def test_a_port_scan_is_one_event_and_one_follow_up_naming_the_ports(tmp_path, t
     for i, port in enumerate(range(1, 5001)):
         ts = t0 + i * 1e-4
         frames += [(ts, _frame(BATCH, 40000, API, port, SYN)), (ts + 5e-5, _frame(API, port, BATCH, 40000, RST_ACK))]
-    found, metrics = _replay(tmp_path, _pcap(tmp_path / "scan.pcap", frames), "flows:\n  max_flows: 1000\n")
-    lines = [e for e in found if e["kind"] == "policy-violation"]
+    # The scan's refused probes of the Docker and etcd ports reached nothing: no built-in rule speaks.
+    lines, metrics = _replay(tmp_path, _pcap(tmp_path / "scan.pcap", frames), "flows:\n  max_flows: 1000\n")
     assert [(e["follow_up"], e["count"], e["established"], e["severity"]) for e in lines] == [
         (False, 1, False, "warning"), (True, 4999, False, "warning")]
-    # The built-in rules see the Docker and etcd ports among the scanned ones (docs/rules.md).
-    assert sorted((e["rule"], e["dst"]["port"]) for e in found if e["kind"] == "rule") == [
-        ("docker-daemon", 2375), ("docker-daemon", 2376), ("etcd-access", 2379), ("etcd-access", 2380)]
     assert lines[1]["ports"] == {"count": 4999, "min": 2, "max": 5000}
     assert lines[1]["sources"] == {"count": 1, "complete": True}
     assert metrics['flowwarden_flows_total{verdict="deny"}'] == 5000

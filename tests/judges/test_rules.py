@@ -82,12 +82,14 @@ def _found(judges, view, src, dst, port, *, protocol=TCP, app=None, established=
     (WEB, "169.254.169.254", 80, {}, [("cloud-metadata", None)]),
     (WEB, "fd00:ec2::254", 53, {"protocol": UDP}, [("cloud-metadata", None)]),
     (NODE1, "169.254.169.254", 80, {}, []),
+    (WEB, "169.254.169.254", 80, {"established": False}, []),  # unanswered or refused: it reached nothing
     # etcd-access: not from the control plane; plaintext from anyone
     (WEB, CP, 2379, {"app": "tls"}, [("etcd-access", "access")]),
     (NODE1, CP, 2380, {"app": "tls"}, [("etcd-access", "access")]),
     (CP_POD, CP, 2379, {"app": "tls"}, []),
     (CP, CP, 2379, {"app": "tls"}, []),
     (CP, CP, 2380, {"app": "http"}, [("etcd-access", "plaintext")]),
+    (WEB, CP, 2379, {"established": False}, []),
     (WEB, CP, 2379, {"app": "unknown"}, [("etcd-access", "access")]),  # no byte seen: not plaintext
     # kubelet-access: a pod to a node's 10250; anyone to 10255
     (WEB, NODE1, 10250, {}, [("kubelet-access", None)]),
@@ -98,6 +100,7 @@ def _found(judges, view, src, dst, port, *, protocol=TCP, app=None, established=
     (CP, NODE1, 2375, {}, [("docker-daemon", None)]),
     (WEB, NODE1, 2376, {}, [("docker-daemon", None)]),
     (CP, NODE1, 2376, {}, []),
+    (CP, NODE1, 2375, {"established": False}, []),  # a scan's refused probe
     # apiserver-plaintext: the kubernetes Service's ClusterIP and endpoints, 443/6443
     (WEB, CP, 6443, {"app": "http"}, [("apiserver-plaintext", None)]),
     (WEB, API_VIP, 443, {"app": "unknown-plaintext"}, [("apiserver-plaintext", None)]),

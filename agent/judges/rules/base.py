@@ -122,6 +122,8 @@ class Rule:
     severity: ClassVar[str]
     stage: ClassVar[str]
     rationale: ClassVar[str]  # one line, citing the guidance the rule comes from
+    reached: ClassVar[bool] = False  # breaks the rule only when answered (established): a refused or
+    # unanswered attempt reached nothing, the control held
     enabled_by_default: ClassVar[bool] = True
     # The rule's own config fields: name -> (default, kind: "ports", "addresses" or "number").
     options: ClassVar[Mapping[str, tuple[Any, str]]] = {}
@@ -132,8 +134,8 @@ class Rule:
         self.view, self.facts, self.settings = view, facts, settings
 
     def judge(self, flow: Flow, src: Endpoint, dst: Endpoint) -> list[Finding]:
-        if flow.side == INGRESS or flow.protocol not in JUDGED_PROTOCOLS:
-            return []  # the source's node reports it
+        if flow.side == INGRESS or flow.protocol not in JUDGED_PROTOCOLS or (self.reached and not flow.established):
+            return []  # the source's node reports it; an attempt that was not answered reached nothing
         found = self.finds(flow, src, dst)
         if found is None or self.allowed(src):
             return []

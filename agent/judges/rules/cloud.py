@@ -7,7 +7,7 @@ not judged (their address is the node's).
 from __future__ import annotations
 
 from agent.judges.rules.base import Rule, networks_of
-from agent.model import CRITICAL, POD, START, Endpoint, Flow
+from agent.model import ANSWER, CRITICAL, POD, Endpoint, Flow
 
 # AWS, GCP, Azure, OpenStack and others: 169.254.169.254; AWS over IPv6 (Nitro): fd00:ec2::254.
 METADATA_ADDRESSES = ("169.254.169.254", "fd00:ec2::254")
@@ -16,14 +16,15 @@ METADATA_ADDRESSES = ("169.254.169.254", "fd00:ec2::254")
 class CloudMetadata(Rule):
     id = "cloud-metadata"
     severity = CRITICAL
-    stage = START
+    stage = ANSWER
+    reached = True
     rationale = ("Cloud layer: restrict pod access to the instance metadata API, which serves node credentials "
                  "(Kubernetes docs, Security checklist and Cloud Native Security)")
     options = {"addresses": (list(METADATA_ADDRESSES), "addresses")}
 
     def finds(self, flow: Flow, src: Endpoint, dst: Endpoint):
         if src.kind == POD and dst.ip in self.settings.options["addresses"]:
-            return f"a pod contacted the cloud metadata service at {dst.ip} ({flow.dst_port}/{flow.protocol})", {}
+            return f"a pod reached the cloud metadata service at {dst.ip} ({flow.dst_port}/{flow.protocol})", {}
         return None
 
     def key_classes(self):

@@ -6,7 +6,7 @@ API over TLS; no workload should drive a container runtime.
 from __future__ import annotations
 
 from agent.judges.rules.base import Rule
-from agent.model import CRITICAL, POD, START, TCP, Endpoint, Flow
+from agent.model import ANSWER, CRITICAL, POD, TCP, Endpoint, Flow
 
 PLAIN_PORT, TLS_PORT = 2375, 2376
 
@@ -14,7 +14,8 @@ PLAIN_PORT, TLS_PORT = 2375, 2376
 class DockerDaemon(Rule):
     id = "docker-daemon"
     severity = CRITICAL
-    stage = START
+    stage = ANSWER
+    reached = True
     rationale = ("Container layer: never expose the container runtime's socket or API to workloads "
                  "(Kubernetes docs, Cloud Native Security: Container; Docker docs, Protect the Docker daemon socket)")
 
@@ -22,9 +23,9 @@ class DockerDaemon(Rule):
         if flow.protocol != TCP:
             return None
         if flow.dst_port == PLAIN_PORT:
-            return f"the Docker API without TLS ({PLAIN_PORT}) contacted", {}
+            return f"the Docker API without TLS ({PLAIN_PORT}) reached", {}
         if flow.dst_port == TLS_PORT and src.kind == POD:
-            return f"a pod contacted the Docker API ({TLS_PORT})", {}
+            return f"a pod reached the Docker API ({TLS_PORT})", {}
         return None
 
     def key_classes(self):

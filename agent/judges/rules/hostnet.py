@@ -20,13 +20,14 @@ class HostNetworkListener(Rule):
     id = "host-network-listener"
     severity = WARNING
     stage = ANSWER
+    reached = True
     rationale = ("Cluster layer: pods reach host-network services only where allowed; they sit outside "
                  "NetworkPolicy (Kubernetes docs, Pod Security Standards: host namespaces)")
     options = {"ports": ([], "ports")}  # [9100, {port: 53, protocol: UDP}]: a number alone, every protocol
 
     def finds(self, flow: Flow, src: Endpoint, dst: Endpoint):
         port = flow.dst_port
-        if (src.kind != POD or dst.kind != NODE or not flow.established or port in OTHER_RULES_PORTS
+        if (src.kind != POD or dst.kind != NODE or port in OTHER_RULES_PORTS
                 or self._allowed_port(port, flow.protocol) or self.facts.node_port(port, flow.protocol)
                 or (port in self.facts.api_ports and self.facts.is_api_server(dst))):
             return None

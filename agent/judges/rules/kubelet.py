@@ -7,7 +7,7 @@ unauthenticated, with the node's pods and their specs, and should be off.
 from __future__ import annotations
 
 from agent.judges.rules.base import Rule
-from agent.model import CRITICAL, NODE, POD, START, TCP, Endpoint, Flow
+from agent.model import ANSWER, CRITICAL, NODE, POD, TCP, Endpoint, Flow
 
 KUBELET_PORT, READ_ONLY_PORT = 10250, 10255
 
@@ -15,7 +15,8 @@ KUBELET_PORT, READ_ONLY_PORT = 10250, 10255
 class KubeletAccess(Rule):
     id = "kubelet-access"
     severity = CRITICAL
-    stage = START
+    stage = ANSWER
+    reached = True
     rationale = ("Cluster layer: restrict access to the kubelet API and turn its read-only port off "
                  "(Kubernetes docs, Kubelet authentication/authorization; Security checklist)")
 
@@ -23,9 +24,9 @@ class KubeletAccess(Rule):
         if flow.protocol != TCP:
             return None
         if flow.dst_port == READ_ONLY_PORT:
-            return f"the kubelet's unauthenticated read-only port {READ_ONLY_PORT} contacted", {}
+            return f"the kubelet's unauthenticated read-only port {READ_ONLY_PORT} reached", {}
         if flow.dst_port == KUBELET_PORT and src.kind == POD and dst.kind == NODE:
-            return f"a pod contacted the kubelet API of node {dst.node or dst.ip}", {}
+            return f"a pod reached the kubelet API of node {dst.node or dst.ip}", {}
         return None
 
     def key_classes(self):

@@ -7,13 +7,14 @@ reached so says it with the `flowwarden.io/expose: "true"` annotation.
 from __future__ import annotations
 
 from agent.judges.rules.base import Rule
-from agent.model import EXTERNAL, EXPOSE_ANNOTATION, NODE, START, WARNING, Endpoint, Flow
+from agent.model import ANSWER, EXTERNAL, EXPOSE_ANNOTATION, NODE, WARNING, Endpoint, Flow
 
 
 class NodePortExternal(Rule):
     id = "nodeport-external"
     severity = WARNING
-    stage = START
+    stage = ANSWER
+    reached = True
     rationale = ("Cluster layer: expose Services outside the cluster only on purpose (Kubernetes docs, "
                  "Service: type NodePort; Security checklist: network)")
 
@@ -29,7 +30,7 @@ class NodePortExternal(Rule):
         service = self.facts.node_port(port, flow.protocol)
         if service is None or service[1]:
             return None
-        return (f"NodePort {port}/{flow.protocol} of Service {service[0]} contacted from outside the cluster "
+        return (f"NodePort {port}/{flow.protocol} of Service {service[0]} reached from outside the cluster "
                 f"(not annotated {EXPOSE_ANNOTATION}: \"true\")"), {"node_port_service": service[0]}
 
     def key_classes(self):
