@@ -3,7 +3,7 @@
 Each node's agent judges and reports its own pods' policy side (an event's `observer`: node and side),
 so a connection between pods of two nodes is reported twice, once per side. Merge reads events as a log
 stack collected them (files or stdin, any order) and joins the first lines of one connection's finding,
-(kind, community_id), into one line: `egress` from the source's node, `ingress` from the destination's,
+(kind, a rule's id and check, community_id), into one line: `egress` from the source's node, `ingress` from the destination's,
 the policies and reasons of both sides (egress first), the highest severity, established or an
 enforcement gap if either side saw it, the widest counters and times; `observer` is `{"node": null,
 "side": "both"}` once both sides met, and `observers` lists every (node, side) that reported it.
@@ -58,7 +58,7 @@ def merge(events: Iterable[dict]) -> list[dict]:
         if event.get("follow_up") or not event.get("community_id"):
             order.append([event])
             continue
-        key = (event["kind"], event["community_id"])
+        key = (event["kind"], event.get("rule"), event.get("check"), event["community_id"])
         if key in groups:
             groups[key].append(event)
         else:

@@ -111,6 +111,14 @@ def test_merge_writes_each_connection_once_with_both_sides(lab, tmp_path, capsys
     assert all("observers" not in e for e in alone)  # one node saw them: unchanged
 
 
+def test_merge_keeps_two_rules_of_one_connection_apart(tmp_path, capsysbinary):
+    events = tmp_path / "events.jsonl"
+    line = {"kind": "rule", "rule": "etcd-access", "community_id": "1:x", "time": "t", "observer": {"side": "both"}}
+    events.write_bytes(b"".join(orjson.dumps({**line, "check": check}) + b"\n" for check in ("access", "plaintext")))
+    assert main(["merge", str(events)]) == 0
+    assert [orjson.loads(e)["check"] for e in capsysbinary.readouterr().out.splitlines()] == ["access", "plaintext"]
+
+
 def test_merge_names_a_line_that_is_not_an_event(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"kind": "plaintext", "community_id": "1:x", "time": "t"}\nnot json\n')
