@@ -7,21 +7,29 @@ PostgreSQL SSLRequest, or inside a SOCKS/HTTP CONNECT tunnel) or one of the
 plaintext protocols people run in clusters. The TLS judge turns "not TLS where
 TLS is required" into a finding, so a recogniser must never call TLS plaintext;
 an unrecognised stream is `unknown-plaintext`, an empty one `unknown`.
+A plaintext stream whose first bytes send a login in the clear says how in
+`credentials` (presence only, never the value): an HTTP request with a Basic
+`Authorization` header (`decode.http`), the login or AUTH command that kept a
+mail or FTP session plaintext (`decode.textproto`), or any Telnet session (RFC
+854: option negotiation, then a login typed in the clear).
 Bytes in, value out; malformed input never raises.
 
 `complete` tells the flow table it may stop feeding bytes: for TLS only once
 the server's first answer is read (its ServerHello, or bytes that clearly are
-not one), for an upgrade once the answer to it decided the outcome, and for a
+not one), for an upgrade once the answer to it decided the outcome, for a
 text protocol that may still upgrade (SMTP, IMAP, POP3, FTP, XMPP: see
-`decode.textproto`) only once it has upgraded or can no longer. A connection
-where only the responder spoke is no TLS (TLS clients speak first): a greeting
-names its protocol, anything else is `unknown-plaintext`. The table
+`decode.textproto`) only once it has upgraded or can no longer, and for an
+HTTP/1.x request once its head is whole (a Basic header may come in a later
+segment). A connection where only the responder spoke is no TLS (TLS clients
+speak first): a greeting or Telnet negotiation names its protocol, anything
+else is `unknown-plaintext`. The table
 classifies again when a connection ends, so an unanswered hello is still
 reported. classify runs on every new segment until then, so it dispatches on
 the first bytes before any regex or recogniser loop.
 
-Public API: `classify(client, server, *, dst_port) -> Classification` and the
-app name constants (TLS, HTTP, ... UNKNOWN_PLAINTEXT, UNKNOWN).
+Public API: `classify(client, server, *, dst_port) -> Classification`, the
+app name constants (TLS, HTTP, ... UNKNOWN_PLAINTEXT, UNKNOWN) and the
+credentials values (HTTP_BASIC, FTP_LOGIN, ... TELNET_LOGIN).
 """
 from __future__ import annotations
 
@@ -29,10 +37,11 @@ import re
 import struct
 from dataclasses import dataclass
 
+from agent.decode.http import HTTP_BASIC, is_request, request_head
 from agent.decode.tls import ClientHello, Incomplete, ServerHello, parse_client_hello, parse_server_hello
 from agent.decode.textproto import (  # noqa: F401
-    FIRST_BYTES, FTP, FTP_AUTH_TLS, GREETING_FIRST, IMAP, POP3, SMTP, STARTTLS, XMPP, XMPP_STARTTLS, greeting_app,
-    text_protocol)
+    FIRST_BYTES, FTP, FTP_AUTH_TLS, FTP_LOGIN, GREETING_FIRST, IMAP, IMAP_AUTH, IMAP_LOGIN, POP3, POP3_AUTH,
+    POP3_LOGIN, SMTP, SMTP_AUTH, STARTTLS, XMPP, XMPP_STARTTLS, greeting_app, text_protocol)
 from agent.decode.tunnels import HTTP_CONNECT, SOCKS4, SOCKS5, http_connect, socks4, socks5  # noqa: F401
 from agent.model import APP_TLS, APP_UNKNOWN, TlsInfo
 
@@ -43,7 +52,8 @@ PG_HEADER = struct.Struct("!II")  # PostgreSQL protocol §55.7: length, protocol
 DNS_HEADER = struct.Struct("!HHHHHHH")  # RFC 1035 §4.2.2 length + §4.1.1 header
 
 TLS, HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS = APP_TLS, "http", "http2", "redis", "postgresql", "mysql", "dns"
-AMQP, KAFKA, MONGODB, LDAP, MQTT, RFB = "amqp", "kafka", "mongodb", "ldap", "mqtt", "rfb"
+AMQP, KAFKA, MONGODB, LDAP, MQTT, RFB, TELNET = "amqp", "kafka", "mongodb", "ldap", "mqtt", "rfb", "telnet"
+TELNET_LOGIN = "telnet"  # credentials of any Telnet session: its login is typed in the clear
 UNKNOWN_PLAINTEXT, UNKNOWN = "unknown-plaintext", APP_UNKNOWN
 POSTGRESQL_SSL, MYSQL_SSL, LDAP_STARTTLS = "postgresql-ssl", "mysql-ssl", "ldap-starttls"
 
@@ -55,12 +65,6 @@ PG_PROTOCOL_3 = 0x00030000  # StartupMessage protocol 3.0
 PG_CANCEL = 80877102
 PG_GSSENC = 80877104
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
-HTTP_METHODS = frozenset(  # RFC 9110 §9 plus WebDAV/PATCH and UPnP eventing (GENA: UPnP Device Architecture §4)
-    b"GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PROPFIND PROPPATCH MKCOL COPY MOVE "
-    b"LOCK UNLOCK REPORT NOTIFY SUBSCRIBE UNSUBSCRIBE".split())
-# Any other method: a whole HTTP/1.x request line (RFC 9112 §3: method SP request-target SP HTTP-version).
-HTTP_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20} [^ \r\n]{1,2048} HTTP/1\.[01]\r?\n")
-MAX_METHOD = max(map(len, HTTP_METHODS))
 MYSQL_CLIENT_SSL = 0x0800  # MySQL capability flag CLIENT_SSL
 MYSQL_PROTOCOL_41 = 0x0200
 MQTT_CONNECT = re.compile(rb"\x10[\x80-\xff]{0,3}[\x00-\x7f]\x00(?:\x04MQTT|\x06MQIsdp)", re.S)  # MQTT 3.1.1 §3.1, 3.1
@@ -69,6 +73,8 @@ MONGO_OPCODES = frozenset((2004, 2010, 2012, 2013))  # OP_QUERY, OP_COMMAND, OP_
 LDAP_STARTTLS_OID = b"1.3.6.1.4.1.1466.20037"  # RFC 4511 §4.14.1
 RESP_ARRAY = re.compile(rb"\*[0-9]{1,6}\r\n\$[0-9]{1,9}\r\n")  # Redis RESP command array
 RESP_INLINE = re.compile(rb"[A-Za-z]{2,16}( [^\r\n]*)?\r?\n")
+# RFC 854 commands: IAC, then SB (RFC 855 subnegotiation) or WILL, WONT, DO, DONT (0xFB..0xFE), then an option.
+IAC, TELNET_SB, TELNET_DONT = 0xFF, 0xFA, 0xFE
 
 
 @dataclass(slots=True, frozen=True)
@@ -80,6 +86,7 @@ class Classification:
     client_hello: ClientHello | None = None
     server_hello: ServerHello | None = None
     tunnel: str | None = None  # TLS found inside "socks4", "socks5" or "http-connect"
+    credentials: str | None = None  # plaintext that sends a login in the clear: "http-basic", "smtp-auth", ...
 
 
 # Answers without a hello are immutable and few: share them instead of building one per call.
@@ -87,7 +94,11 @@ _DECIDED = {app: Classification(app) for app in (
     HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS, SMTP, IMAP, POP3, FTP, XMPP, AMQP, KAFKA, MONGODB, LDAP,
     MQTT, RFB, UNKNOWN_PLAINTEXT)}
 _WAITING = {app: Classification(app, complete=False) for app in (
-    UNKNOWN, UNKNOWN_PLAINTEXT, POSTGRESQL, MYSQL, LDAP, SMTP, IMAP, POP3, FTP, XMPP, RFB)}
+    UNKNOWN, UNKNOWN_PLAINTEXT, POSTGRESQL, MYSQL, LDAP, SMTP, IMAP, POP3, FTP, XMPP, RFB, HTTP)}
+_FLAGGED = {credentials: Classification(app, credentials=credentials) for credentials, app in (
+    (HTTP_BASIC, HTTP), (FTP_LOGIN, FTP), (POP3_LOGIN, POP3), (POP3_AUTH, POP3), (IMAP_LOGIN, IMAP),
+    (IMAP_AUTH, IMAP), (SMTP_AUTH, SMTP), (TELNET_LOGIN, TELNET))}
+_BASIC_WAITING = Classification(HTTP, complete=False, credentials=HTTP_BASIC)  # a head still arriving
 
 
 def tls_info(cls: Classification) -> TlsInfo | None:
@@ -112,13 +123,15 @@ def _classify(client: bytes, server: bytes, *, dst_port: int, depth: int) -> Cla
     """`classify` inside `depth` tunnels already unwrapped."""
     if not client:
         return _server_only(server, dst_port=dst_port) if server else _WAITING[UNKNOWN]
+    first, got = client[0], None
+    if first == IAC and _is_telnet(client):  # before TLS: an SSLv2 hello opening 0xFF is 32 KiB, never whole here
+        return _FLAGGED[TELNET_LOGIN]
     if _looks_tls(client):
         got = _tls_at(client, server, upgraded=None)
         if got is not None:
             return got
     # Each recogniser runs only when the first bytes allow it to match; the
     # order below (upgrades, tunnels, plaintext) decides overlaps.
-    first, got = client[0], None
     if first == 0:
         got = _postgresql(client, server)
     if got is None and client[3:4] == b"\x01":
@@ -137,19 +150,24 @@ def _classify(client: bytes, server: bytes, *, dst_port: int, depth: int) -> Cla
         return _inner(found, client, server, dst_port=dst_port, depth=depth)
     app = _plaintext(client, dst_port=dst_port)
     if app is not None:
-        return _DECIDED[app]
+        return _http(client) if app == HTTP else _DECIDED[app]
+    if server[:1] == b"\xff" and _is_telnet(server):  # the responder negotiated first, the client typed
+        return _FLAGGED[TELNET_LOGIN]
     return _DECIDED[UNKNOWN_PLAINTEXT] if len(client) >= MIN_DECIDE else _WAITING[UNKNOWN_PLAINTEXT]
 
 
 def _server_only(server: bytes, *, dst_port: int) -> Classification:
     """Only the responder spoke. TLS clients speak first, so this is no TLS: a greeting names a
-    protocol the client may still upgrade (answer_timeout or the end decides), else plaintext."""
+    protocol the client may still upgrade (answer_timeout or the end decides), Telnet negotiation
+    decides Telnet, anything else is plaintext."""
     if server[0] in TLS_RECORD_TYPES and server[1:2] == b"\x03":  # a TLS server: the client's bytes were lost
         return _WAITING[UNKNOWN]
     if len(server) >= 5 and server[3] == 0 and server[4] == 0x0A:  # MySQL handshake v10
         return _WAITING[MYSQL]
     if server.startswith(RFB_VERSION):
         return _WAITING[RFB]
+    if server[0] == IAC and _is_telnet(server):  # Telnet: no upgrade to wait for, the login comes in the clear
+        return _FLAGGED[TELNET_LOGIN]
     return _WAITING[greeting_app(server, dst_port=dst_port) or UNKNOWN_PLAINTEXT]
 
 
@@ -206,6 +224,7 @@ def _inner(found: tuple[str, int | None, int], client: bytes, server: bytes, *, 
     return Classification(
         inner.app, tls=inner.tls, upgraded=inner.upgraded, complete=inner.complete,
         client_hello=inner.client_hello, server_hello=inner.server_hello, tunnel=tunnel,
+        credentials=inner.credentials,
     )
 
 
@@ -281,6 +300,8 @@ def _text(client: bytes, server: bytes, *, dst_port: int) -> Classification | No
     if got is None:
         return None
     if got.upgraded is None:
+        if got.credentials is not None:  # a login or AUTH committed it to plaintext
+            return _FLAGGED[got.credentials]
         return (_DECIDED if got.decided else _WAITING)[got.app]
     return _after_upgrade(client[got.client_at:], server[got.server_at:], app=got.app, upgraded=got.upgraded)
 
@@ -291,8 +312,7 @@ def _plaintext(client: bytes, *, dst_port: int) -> str | None:
     first = client[0]
     if first == 0x50 and len(client) >= 4 and H2_PREFACE.startswith(client[:len(H2_PREFACE)]):
         return HTTP2
-    space = client.find(b" ", 1, MAX_METHOD + 1)
-    if space > 0 and client[:space] in HTTP_METHODS or HTTP_REQUEST_LINE.match(client):
+    if is_request(client):
         return HTTP
     if first == 0x41 and client.startswith(b"AMQP"):
         return AMQP
@@ -309,6 +329,19 @@ def _plaintext(client: bytes, *, dst_port: int) -> str | None:
     if _is_dns(client, dst_port=dst_port):
         return DNS
     return None
+
+
+def _http(client: bytes) -> Classification:
+    """HTTP/1.x: decided once the request's head is whole (decode.http), flagged when it sends a Basic password."""
+    whole, credentials = request_head(client)
+    if credentials is None:
+        return _DECIDED[HTTP] if whole else _WAITING[HTTP]
+    return _FLAGGED[credentials] if whole else _BASIC_WAITING
+
+
+def _is_telnet(data: bytes) -> bool:
+    """Telnet option negotiation (RFC 854, 855): IAC, then SB or WILL/WONT/DO/DONT, then an option code."""
+    return len(data) >= 3 and data[0] == IAC and TELNET_SB <= data[1] <= TELNET_DONT
 
 
 def _is_mongodb(client: bytes) -> bool:

@@ -8,7 +8,12 @@ XMPP clients open a stream and read its features before `<starttls/>`
 can no longer: the client sent a command that commits it to plaintext (a
 login, a mail transaction), or `MAX_LINES` commands, or `MAX_BYTES`, without
 asking. Until then `decode.app.classify` answers "not complete", and the flow
-table's `answer_timeout` decides whatever is still pending.
+table's `answer_timeout` decides whatever is still pending. A committing
+command that sends a login (FTP `USER` but anonymous, and `PASS`; POP3 `USER`,
+`PASS`, `APOP` and `AUTH` with a mechanism; IMAP `LOGIN` and `AUTHENTICATE`;
+SMTP `AUTH`) is named in `Text.credentials`: it went out before any TLS. A
+bare `AUTH` only asks a POP3 server for its mechanisms, and a client may
+still ask for `STLS` after it: it commits to nothing.
 
 The server speaks first in all of these except XMPP, so a greeting names the
 protocol even when the client sent nothing yet. `220` greets in both SMTP and
@@ -16,7 +21,7 @@ FTP: the client's first command tells them apart, else the greeting's text,
 else the port. Bytes in, value out; malformed input never raises.
 
 Public API: `text_protocol(client, server, *, dst_port) -> Text | None`,
-`greeting_app(server, *, dst_port)` and the app and upgrade names.
+`greeting_app(server, *, dst_port)` and the app, upgrade and credentials names.
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ from typing import NamedTuple
 
 SMTP, IMAP, POP3, FTP, XMPP = "smtp", "imap", "pop3", "ftp", "xmpp"
 STARTTLS, FTP_AUTH_TLS, XMPP_STARTTLS = "starttls", "ftp-auth-tls", "xmpp-starttls"
+FTP_LOGIN, POP3_LOGIN, POP3_AUTH = "ftp-login", "pop3-login", "pop3-auth"  # Text.credentials
+IMAP_LOGIN, IMAP_AUTH, SMTP_AUTH = "imap-login", "imap-auth", "smtp-auth"
 
 MAX_LINES = 4  # commands before the upgrade: EHLO STARTTLS; CAPABILITY ID STARTTLS; FEAT AUTH TLS
 MAX_LINE = 512  # RFC 5321 §4.5.3.1.4 command line; longer is not a command of these protocols
@@ -40,6 +47,11 @@ GREETING_FIRST = (b"2", b"*", b"+")  # "220 ", "* OK", "+OK"
 UPGRADE = re.compile(rb"(?:[A-Za-z0-9.]{1,20} )?(?:STARTTLS|STLS|AUTH +(?:TLS|SSL)(?:-[CP])?) *\r?\n", re.I)
 # Commands after which the client stays in plaintext: it logs in or moves mail without TLS.
 COMMIT = frozenset(b"MAIL RCPT DATA AUTH AUTHENTICATE LOGIN SELECT EXAMINE USER PASS APOP RETR STOR LIST".split())
+# The committing commands that send a login: RFC 959 §4.1.1, RFC 1939 §7, RFC 5034, RFC 9051 §6.2, RFC 4954.
+CREDENTIALS = {(FTP, b"USER"): FTP_LOGIN, (FTP, b"PASS"): FTP_LOGIN, (POP3, b"USER"): POP3_LOGIN,
+               (POP3, b"PASS"): POP3_LOGIN, (POP3, b"APOP"): POP3_LOGIN, (POP3, b"AUTH"): POP3_AUTH,
+               (IMAP, b"LOGIN"): IMAP_LOGIN, (IMAP, b"AUTHENTICATE"): IMAP_AUTH, (SMTP, b"AUTH"): SMTP_AUTH}
+FTP_ANONYMOUS = frozenset((b"ANONYMOUS", b"FTP"))  # RFC 1635: the public login, no password of anyone's
 SMTP_HELLO = frozenset((b"EHLO", b"HELO", b"LHLO"))
 FTP_FIRST = frozenset(b"USER AUTH FEAT SYST OPTS CLNT HOST PBSZ".split())
 XML_STARTTLS = re.compile(rb"<starttls\b[^>]*?(?:/>|>\s*</starttls>)")  # RFC 6120 §5.4.2.1
@@ -53,6 +65,7 @@ class Text(NamedTuple):
     client_at: int = 0  # where the client's TLS starts (after its request)
     server_at: int = 0  # where the server's TLS starts (after its go-ahead)
     decided: bool = False  # no upgrade can come any more: plaintext `app`
+    credentials: str | None = None  # the login command that decided it (FTP_LOGIN, ...)
 
 
 def text_protocol(client: bytes, server: bytes, *, dst_port: int) -> Text | None:
@@ -73,11 +86,19 @@ def text_protocol(client: bytes, server: bytes, *, dst_port: int) -> Text | None
             upgrade = FTP_AUTH_TLS if app == FTP else STARTTLS
             return Text(app, upgrade, nl + 1, _tls_start(server))
         words = client[pos:nl].split(None, 2)
-        verb = words[1] if app == IMAP and len(words) > 1 else words[0] if words else b""
-        if verb.upper() in COMMIT:
-            return Text(app, decided=True)
+        at = 1 if app == IMAP and len(words) > 1 else 0  # IMAP commands follow a tag
+        verb = words[at].upper() if words else b""
+        if verb in COMMIT and (verb != b"AUTH" or len(words) > at + 1):  # a bare AUTH lists mechanisms
+            return Text(app, decided=True, credentials=_credentials(app, verb, words[at + 1:]))
         pos = nl + 1
     return Text(app, decided=True)
+
+
+def _credentials(app: str, verb: bytes, args: list[bytes]) -> str | None:
+    """The login a committing command sends in the clear, if any (not MAIL, SELECT, ... nor anonymous FTP)."""
+    if app == FTP and verb == b"USER" and (not args or args[0].upper() in FTP_ANONYMOUS):
+        return None
+    return CREDENTIALS.get((app, verb))
 
 
 def greeting_app(server: bytes, *, dst_port: int) -> str | None:

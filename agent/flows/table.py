@@ -47,7 +47,7 @@ def _finish(flow: Flow, result: Classification | None) -> None:
     """What the first bytes tell, on the flow. A flow whose start was missed may still show a
     handshake, but never gets a plaintext app: it could not be judged plaintext."""
     if result is not None and (result.tls or not flow.mid_stream):
-        flow.app, flow.tls = result.app, tls_info(result)
+        flow.app, flow.tls, flow.credentials = result.app, tls_info(result), result.credentials
     else:
         flow.app = APP_UNKNOWN
 

@@ -89,7 +89,7 @@ def test_imap_capability_then_starttls_is_tls():
 
 def test_imap_login_in_plaintext_decides_imap():
     convo = [("s", b"* OK ready\r\n"), ("c", b"a1 CAPABILITY\r\n"), ("s", b"a1 OK\r\n"), ("c", b"a2 LOGIN u p\r\n")]
-    assert steps(convo, dst_port=143)[-1] == Classification("imap")
+    assert steps(convo, dst_port=143)[-1] == Classification("imap", credentials="imap-login")
 
 
 def test_pop3_capa_then_stls_is_tls():
@@ -98,7 +98,8 @@ def test_pop3_capa_then_stls_is_tls():
     got = steps(convo, dst_port=110)
     assert [g.complete for g in got] == [False] * 6 + [True]
     assert (got[-1].app, got[-1].upgraded) == ("tls", "starttls")
-    assert steps(convo[:3] + [("c", b"USER u\r\n")], dst_port=110)[-1] == Classification("pop3")
+    login = steps(convo[:3] + [("c", b"USER u\r\n")], dst_port=110)[-1]
+    assert login == Classification("pop3", credentials="pop3-login")
 
 
 FTP_AUTH = [  # zeek-ftp-auth-tls.pcap: vsftpd, FEAT then AUTH TLS
