@@ -20,6 +20,7 @@ timeout) and an `on_end` whose earlier points never came (a flow ended first).
 """
 from __future__ import annotations
 
+import math
 import socket
 from collections import deque
 from itertools import islice
@@ -243,17 +244,19 @@ class FlowTable:
         try:
             batch = max(1, self.settings.max_flows // 100)
             oldest = [e for e in islice(self.flows.values(), 2 * batch) if e[1]]
-            if self.compact is not None and len(self.compact):  # the oldest of both (it counts its own)
+            if self.compact is not None and len(self.compact):  # the oldest of both in start order (it counts its own)
                 older, i, j = self.compact.oldest(batch), 0, 0
                 while i + j < batch and (i < len(oldest) or j < len(older)):
                     if j < len(older) and (i == len(oldest) or older[j] < oldest[i][0].first_seen):
+                        HOTPATH.compact_evict(self, 1, now)
                         j += 1
                     else:
+                        self._end(oldest[i])
                         i += 1
                 del oldest[i:]
-                HOTPATH.compact_evict(self, j, now)
-            for entry in oldest:
-                self._end(entry)
+            else:
+                for entry in oldest:
+                    self._end(entry)
         finally:
             self._evicting = False
         self.evicted += len(oldest)
@@ -321,10 +324,10 @@ class FlowTable:
 
     def _expire(self, now: float) -> None:
         """Deadlines passed: unanswered flows are judged so, undecided first bytes are decided as they are."""
-        if self.compact is not None:
-            HOTPATH.compact_expire(self, now)
         deadlines, flows = self._deadlines, self.flows
         while deadlines and deadlines[0][0] <= now:
+            if self.compact is not None:  # the compact flows due first: both tables' deadlines in time order
+                HOTPATH.compact_expire(self, math.nextafter(deadlines[0][0], -math.inf))
             _, key, first_seen, answer = deadlines.popleft()
             entry = flows.get(key)
             if entry is None or entry[0].first_seen != first_seen:  # ended since (the key may be reused)
@@ -335,6 +338,8 @@ class FlowTable:
                     self.on_answer(flow)
             elif track.result is None:
                 self._decided(flow, track, self._final(flow, track))
+        if self.compact is not None:
+            HOTPATH.compact_expire(self, now)
 
     @staticmethod
     def _server_start(track: Track, isn: int) -> None:
@@ -395,10 +400,17 @@ class FlowTable:
         return len(ended)
 
     def flush(self) -> None:
-        """End every flow (end of a replay, or shutdown)."""
+        """End every flow (end of a replay, or shutdown): the Python flows older than every compact flow
+        first (a flow whose key had no known outcome yet), as the Python reference ends them, in start order."""
+        python = [e for e in self.flows.values() if e[1]]
         if self.compact is not None:
+            oldest = self.compact.oldest(1)
+            cut = oldest[0] if oldest else math.inf
+            for entry in [e for e in python if e[0].first_seen < cut]:
+                self._end(entry)
             HOTPATH.compact_flush(self)
-        for entry in [e for e in self.flows.values() if e[1]]:
+            python = [e for e in python if e[0].first_seen >= cut]
+        for entry in python:
             self._end(entry)
 
     def _ip(self, raw: bytes) -> str:
