@@ -13,13 +13,14 @@ EXPECTED = [orjson.loads(line) for path in sorted((ROOT / "tests" / "scenarios")
 
 def test_every_example_in_the_events_doc_is_real_output():
     examples = [orjson.loads(block) for block in re.findall(r"```json\n(.*?)\n```", DOC, flags=re.S)]
-    assert {e["kind"] for e in examples} == {"policy-violation", "plaintext", "tls-version", "policy-change"}
+    assert {e["kind"] for e in examples} == {"policy-violation", "plaintext", "tls-version", "rule", "policy-change"}
     for example in examples:
         assert example in EXPECTED
 
 
 def test_every_event_field_is_documented():
-    kind_fields = {"egress", "ingress", "version", "min_version", "before", "after", "before_reasons"}
+    kind_fields = {"egress", "ingress", "version", "min_version", "before", "after", "before_reasons",
+                   "rule", "check", "credentials", "node_port_service", "dns"}
     for event in EXPECTED:
         for name in set(event) - kind_fields:
             assert f"`{name}`" in DOC, f"field {name} is not in docs/events.md"
