@@ -63,6 +63,11 @@ def highest_version(versions: Iterable[str]) -> str | None:
     return max(known, key=TLS_VERSIONS.index) if known else None
 
 
+# How a plaintext stream's first bytes send a login in the clear (Flow.credentials; decode/app.py tells
+# them): presence only, never the value.
+HTTP_BASIC, FTP_LOGIN, POP3_LOGIN, POP3_AUTH = "http-basic", "ftp-login", "pop3-login", "pop3-auth"
+IMAP_LOGIN, IMAP_AUTH, SMTP_AUTH, TELNET_LOGIN = "imap-login", "imap-auth", "smtp-auth", "telnet"
+
 # Transport protocols, by IP protocol number.
 TCP, UDP, SCTP, ICMP, ICMPV6 = "TCP", "UDP", "SCTP", "ICMP", "ICMPv6"
 PROTOCOLS = {6: TCP, 17: UDP, 132: SCTP, 1: ICMP, 58: ICMPV6}

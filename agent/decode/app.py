@@ -37,13 +37,15 @@ import re
 import struct
 from dataclasses import dataclass
 
-from agent.decode.http import HTTP_BASIC, is_request, request_head
+from agent.decode.http import is_request, request_head
 from agent.decode.tls import ClientHello, Incomplete, ServerHello, parse_client_hello, parse_server_hello
 from agent.decode.textproto import (  # noqa: F401
-    FIRST_BYTES, FTP, FTP_AUTH_TLS, FTP_LOGIN, GREETING_FIRST, IMAP, IMAP_AUTH, IMAP_LOGIN, POP3, POP3_AUTH,
-    POP3_LOGIN, SMTP, SMTP_AUTH, STARTTLS, XMPP, XMPP_STARTTLS, greeting_app, text_protocol)
+    FIRST_BYTES, FTP, FTP_AUTH_TLS, GREETING_FIRST, IMAP, POP3, SMTP, STARTTLS, XMPP, XMPP_STARTTLS, greeting_app,
+    text_protocol)
 from agent.decode.tunnels import HTTP_CONNECT, SOCKS4, SOCKS5, http_connect, socks4, socks5  # noqa: F401
-from agent.model import APP_TLS, APP_UNKNOWN, TlsInfo
+from agent.model import (  # noqa: F401  (the credentials values are part of this module's API)
+    APP_TLS, APP_UNKNOWN, FTP_LOGIN, HTTP_BASIC, IMAP_AUTH, IMAP_LOGIN, POP3_AUTH, POP3_LOGIN, SMTP_AUTH, TELNET_LOGIN,
+    TlsInfo)
 
 LE_U32 = struct.Struct("<I")
 MONGO_HEADER = struct.Struct("<iiii")  # messageLength, requestID, responseTo, opCode
@@ -53,7 +55,6 @@ DNS_HEADER = struct.Struct("!HHHHHHH")  # RFC 1035 §4.2.2 length + §4.1.1 head
 
 TLS, HTTP, HTTP2, REDIS, POSTGRESQL, MYSQL, DNS = APP_TLS, "http", "http2", "redis", "postgresql", "mysql", "dns"
 AMQP, KAFKA, MONGODB, LDAP, MQTT, RFB, TELNET = "amqp", "kafka", "mongodb", "ldap", "mqtt", "rfb", "telnet"
-TELNET_LOGIN = "telnet"  # credentials of any Telnet session: its login is typed in the clear
 UNKNOWN_PLAINTEXT, UNKNOWN = "unknown-plaintext", APP_UNKNOWN
 POSTGRESQL_SSL, MYSQL_SSL, LDAP_STARTTLS = "postgresql-ssl", "mysql-ssl", "ldap-starttls"
 

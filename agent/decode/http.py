@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import re
 
-HTTP_BASIC = "http-basic"  # Flow.credentials of a request sending a Basic password
+from agent.model import HTTP_BASIC
+
 
 HTTP_METHODS = frozenset(  # RFC 9110 §9 plus WebDAV/PATCH and UPnP eventing (GENA: UPnP Device Architecture §4)
     b"GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PROPFIND PROPPATCH MKCOL COPY MOVE "

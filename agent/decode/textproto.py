@@ -21,17 +21,17 @@ FTP: the client's first command tells them apart, else the greeting's text,
 else the port. Bytes in, value out; malformed input never raises.
 
 Public API: `text_protocol(client, server, *, dst_port) -> Text | None`,
-`greeting_app(server, *, dst_port)` and the app, upgrade and credentials names.
+`greeting_app(server, *, dst_port)` and the app and upgrade names (the credentials names are model's).
 """
 from __future__ import annotations
 
 import re
 from typing import NamedTuple
 
+from agent.model import FTP_LOGIN, IMAP_AUTH, IMAP_LOGIN, POP3_AUTH, POP3_LOGIN, SMTP_AUTH
+
 SMTP, IMAP, POP3, FTP, XMPP = "smtp", "imap", "pop3", "ftp", "xmpp"
 STARTTLS, FTP_AUTH_TLS, XMPP_STARTTLS = "starttls", "ftp-auth-tls", "xmpp-starttls"
-FTP_LOGIN, POP3_LOGIN, POP3_AUTH = "ftp-login", "pop3-login", "pop3-auth"  # Text.credentials
-IMAP_LOGIN, IMAP_AUTH, SMTP_AUTH = "imap-login", "imap-auth", "smtp-auth"
 
 MAX_LINES = 4  # commands before the upgrade: EHLO STARTTLS; CAPABILITY ID STARTTLS; FEAT AUTH TLS
 MAX_LINE = 512  # RFC 5321 §4.5.3.1.4 command line; longer is not a command of these protocols
