@@ -745,13 +745,16 @@ static int compact_packet(Table *t, Compact *c, CFlow *f, int forward, const Pac
     return 1;
 }
 
-/* A new flow starts compact when its first packet is a bare SYN or UDP and both ends have an identity: 1 if so.
+/* A new flow starts compact when its first packet is a bare SYN or UDP (not to port 53 while a judge reads DNS
+ * names) and both ends have an identity: 1 if so.
  * Whether its answer's outcome is known is asked at the answer (unknown: promoted then). */
 static int compact_start(Table *t, Compact *c, const Packet *p, const uint8_t *key, size_t klen, double ts) {
     if (!c->configured) return 0;
     if (p->proto == 6 ? (p->flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != TCP_SYN || p->end > p->start
                       : p->proto != 17)
         return 0;
+    if (t->datagram != NULL && p->proto == 17 && u16(p->ports + 2) == 53)
+        return 0;  /* a judge reads its query's name (FoldHooks.datagram): a Python flow */
     uint32_t ends[4];
     if (!ident_of(c, p->src, p->alen, ts, 0, &ends[0], &ends[1]) ||
         !ident_of(c, p->dst, p->alen, ts, 1, &ends[2], &ends[3]))

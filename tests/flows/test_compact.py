@@ -98,6 +98,19 @@ def test_every_scenario_gives_what_the_python_reference_gives(tmp_path, scenario
     _same_both_ways(tmp_path, ROOT / "pcaps" / scenario / "capture.pcap", ROOT / "pcaps" / scenario / "cluster.json")
 
 
+@compiled
+@pytest.mark.parametrize("capture", ["rules-4c", "rules-crafted", "dns", "mix20"])
+def test_with_dns_names_read_the_dns_flows_live_in_python_and_the_rest_stays_compact(tmp_path, attacks, capture):
+    # dns-exfil-shape reads each UDP/53 query's name: those flows start in Python, the others as before.
+    pcap, cluster = ((attacks / "mix20.pcap", attacks / "cluster.json") if capture == "mix20" else
+                     (ROOT / "pcaps" / capture / "capture.pcap", ROOT / "pcaps" / capture / "cluster.json"))
+    _same_both_ways(tmp_path, pcap, cluster, "rules:\n  dns-exfil-shape: {enabled: true}\n")
+    if capture == "mix20":  # its TCP and non-DNS UDP flows still live in the compact table
+        compact = re.search(r"^flowwarden_compact_flows_total (\S+)$", (tmp_path / "compiled" / "metrics").read_text(),
+                            flags=re.M)
+        assert compact and float(compact.group(1)) > 0
+
+
 def _pipeline(**flows) -> tuple[Pipeline, io.BytesIO, SummarySink]:
     events, summary = io.BytesIO(), SummarySink()
     pipeline = Pipeline(view=load_cluster(SCENARIO / "cluster.json"), config=Config(flows=FlowConfig(**flows)),

@@ -38,8 +38,7 @@ class DnsExfilShape(Rule):
     rationale = ("Code layer: workloads do not tunnel data out through DNS names (MITRE ATT&CK T1048.003, "
                  "T1071.004; Kubernetes docs, Cloud Native Security: Code)")
     enabled_by_default = False
-    compact_safe = False  # the name is no part of the compact table's key
-    needs_dns_query = True  # the flow table keeps the first query's name of UDP/53 flows
+    needs_dns_query = True  # the flow table keeps the first query's name of UDP/53 flows, which stay Python flows
     options = {"max_name_length": (100, "number"), "max_label_length": (50, "number"),
                "min_entropy": (4.0, "number"), "entropy_min_length": (24, "number")}
 
@@ -55,3 +54,7 @@ class DnsExfilShape(Rule):
         if not why:
             return None
         return f"a DNS query for a name under {s['domain']} with {', '.join(why)}", {"dns": s}
+
+    def key_classes(self):
+        networks, _ = super().key_classes()
+        return networks, frozenset((53,))  # other ports' flows carry no name: judged alike
