@@ -127,6 +127,7 @@ class Rule:
     enabled_by_default: ClassVar[bool] = True
     # The rule's own config fields: name -> (default, kind: "ports", "addresses" or "number").
     options: ClassVar[Mapping[str, tuple[Any, str]]] = {}
+    key_ports: ClassVar[frozenset[int]] = frozenset()  # the ports it names (the compact table's key)
     compact_safe = True  # its verdict is decided by the compact table's key (`key_classes`, profiles)
 
     def __init__(self, view: ClusterView, facts: ClusterFacts, settings: RuleSettings):
@@ -161,7 +162,7 @@ class Rule:
     def key_classes(self) -> tuple[tuple, frozenset[int]]:
         """The networks and ports the verdict depends on: other addresses outside the inventory, and
         other ports, are judged alike."""
-        return tuple(n for a in self.settings.allow for n in (*a.networks, *a.excepted)), frozenset()
+        return tuple(n for a in self.settings.allow for n in (*a.networks, *a.excepted)), self.key_ports
 
     def src_profile(self, ep: Endpoint) -> tuple:
         """All the rule reads of a source pod: pods with one profile are judged alike."""

@@ -35,6 +35,7 @@ class DnsExfilShape(Rule):
     id = "dns-exfil-shape"
     severity = WARNING
     stage = ANSWER
+    key_ports = frozenset((53,))  # other ports' flows carry no name
     rationale = ("Code layer: workloads do not tunnel data out through DNS names (MITRE ATT&CK T1048.003, "
                  "T1071.004; Kubernetes docs, Cloud Native Security: Code)")
     enabled_by_default = False
@@ -54,7 +55,3 @@ class DnsExfilShape(Rule):
         if not why:
             return None
         return f"a DNS query for a name under {s['domain']} with {', '.join(why)}", {"dns": s}
-
-    def key_classes(self):
-        networks, _ = super().key_classes()
-        return networks, frozenset((53,))  # other ports' flows carry no name: judged alike

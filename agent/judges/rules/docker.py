@@ -16,6 +16,7 @@ class DockerDaemon(Rule):
     severity = CRITICAL
     stage = ANSWER
     reached = True
+    key_ports = frozenset((PLAIN_PORT, TLS_PORT))
     rationale = ("Container layer: never expose the container runtime's socket or API to workloads "
                  "(Kubernetes docs, Cloud Native Security: Container; Docker docs, Protect the Docker daemon socket)")
 
@@ -27,7 +28,3 @@ class DockerDaemon(Rule):
         if flow.dst_port == TLS_PORT and src.kind == POD:
             return f"a pod reached the Docker API ({TLS_PORT})", {}
         return None
-
-    def key_classes(self):
-        networks, _ = super().key_classes()
-        return networks, frozenset((PLAIN_PORT, TLS_PORT))

@@ -18,6 +18,7 @@ class EtcdAccess(Rule):
     severity = CRITICAL
     stage = ANSWER
     reached = True
+    key_ports = ETCD_PORTS
     rationale = ("Cluster layer: etcd access is limited to the control plane, over TLS "
                  "(Kubernetes docs, Operating etcd clusters: Securing etcd clusters)")
 
@@ -25,10 +26,6 @@ class EtcdAccess(Rule):
         if flow.protocol != TCP or flow.dst_port not in ETCD_PORTS or self.facts.in_control_plane(src):
             return None
         return f"etcd port {flow.dst_port} reached from outside the control plane", {"check": "access"}
-
-    def key_classes(self):
-        networks, _ = super().key_classes()
-        return networks, ETCD_PORTS
 
     def src_profile(self, ep: Endpoint) -> tuple:
         return super().src_profile(ep), self.facts.in_control_plane(ep)

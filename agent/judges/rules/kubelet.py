@@ -17,6 +17,7 @@ class KubeletAccess(Rule):
     severity = CRITICAL
     stage = ANSWER
     reached = True
+    key_ports = frozenset((KUBELET_PORT, READ_ONLY_PORT))
     rationale = ("Cluster layer: restrict access to the kubelet API and turn its read-only port off "
                  "(Kubernetes docs, Kubelet authentication/authorization; Security checklist)")
 
@@ -28,7 +29,3 @@ class KubeletAccess(Rule):
         if flow.dst_port == KUBELET_PORT and src.kind == POD and dst.kind == NODE:
             return f"a pod reached the kubelet API of node {dst.node or dst.ip}", {}
         return None
-
-    def key_classes(self):
-        networks, _ = super().key_classes()
-        return networks, frozenset((KUBELET_PORT, READ_ONLY_PORT))
