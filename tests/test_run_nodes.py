@@ -91,6 +91,9 @@ def test_two_agents_each_report_their_own_pods_sides_once(node, tmp_path):
     # Each verdict is out within a couple of seconds; then the agents stop and flush.
     _wait(lambda: events1.read_bytes().count(b"\n") == 1 and events2.read_bytes().count(b"\n") == 4, 10,
           "each agent's events")
+    # web -> db makes no event on node-1 (transit): its count is what says node-1 has judged it.
+    _wait(lambda: _samples(_get(node, port1, "/metrics")[1]).get(("flowwarden_transit_flows_total", ()), 0) >= 1,
+          10, "node-1 to count the transit flow")
     metrics1, metrics2 = (_samples(_get(node, port, "/metrics")[1]) for port in (port1, port2))
     for agent in (one, two):
         agent.send_signal(signal.SIGTERM)
