@@ -192,6 +192,7 @@ def test_dns_exfil_shape_reads_the_query_name_when_enabled(view):
     ({"no-such-rule": {}}, "rules.no-such-rule: unknown rule (known: cloud-metadata, etcd-access"),
     ({"cloud-metadata": {"enable": True}}, "rules.cloud-metadata.enable: unknown field (known: enabled, allow, addresses)"),
     ({"cloud-metadata": {"enabled": "yes"}}, "rules.cloud-metadata.enabled: expected true or false"),
+    ({"cloud-metadata": False}, "rules.cloud-metadata: expected a mapping, e.g. {enabled: false}"),
     ({"kubelet-access": {"allow": [{"pods": {}}]}}, "rules.kubelet-access.allow[0].pods: unknown field"),
     ({"kubelet-access": {"allow": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}},
      "rules.kubelet-access.allow[0].ipBlock: cannot be combined with podSelector/namespaceSelector"),

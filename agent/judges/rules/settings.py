@@ -28,13 +28,14 @@ def load_settings(rules: Mapping[str, type[Rule]], doc: object, *, source: str) 
     for rule_id in doc:
         if rule_id not in rules:
             raise ConfigError(f"{source}: rules.{rule_id}: unknown rule (known: {', '.join(rules)})")
-    return {rule_id: _settings(cls, doc.get(rule_id) or {}, where=f"rules.{rule_id}", source=source)
+    return {rule_id: _settings(cls, {} if doc.get(rule_id) is None else doc[rule_id], where=f"rules.{rule_id}",
+                               source=source)
             for rule_id, cls in rules.items()}
 
 
 def _settings(cls: type[Rule], doc: object, *, where: str, source: str) -> RuleSettings:
     if not isinstance(doc, Mapping):
-        raise ConfigError(f"{source}: {where}: expected a mapping")
+        raise ConfigError(f"{source}: {where}: expected a mapping, e.g. {{enabled: false}}")
     known = ("enabled", "allow", *cls.options)
     for key in doc:
         if key not in known:
