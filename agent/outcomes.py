@@ -5,7 +5,7 @@ answer, `Outcomes.remember` gives agent/_compact.h the outcome under the flow's 
 docs/architecture.md): each end's class for a flow without findings (a pod by its NetworkPolicy class and
 whether it runs on this node, as a destination with what its TLS expectations read), each end's identity
 for a flow with findings (an address the inventory knows is itself; any other is the set of the
-policies' and TLS rules' CIDRs that hold it), the port's class, the protocol, whether both ends are one
+policies', TLS rules' and built-in rules' CIDRs that hold it), the port's class, the protocol, whether both ends are one
 address, and the answer (established, refused, unanswered). Later flows with that key live in the
 compact table and add to the outcome's aggregate; `drain` hands the aggregates to the sinks after every
 batch as one `Judged` with `count` (ANSWER; START when judges speak at the first packet, whose outcome
@@ -110,12 +110,9 @@ class Outcomes:
         self._stale = False
 
     def _engine(self):
-        judge = self._judge("engine")
-        return judge.engine if judge is not None else None
-
-    def _judge(self, having: str):
-        """The first judge (unwrapped) with the attribute: the NetworkPolicy engine's, the TLS judge."""
-        return next((j for j in (getattr(j, "inner", j) for j in self.pipeline.judges) if hasattr(j, having)), None)
+        """The NetworkPolicy engine of the first judge (unwrapped) that has one."""
+        return next((j.engine for j in (getattr(j, "inner", j) for j in self.pipeline.judges) if hasattr(j, "engine")),
+                    None)
 
     # --- the pipeline's calls ------------------------------------------------------------------
     def before_batch(self) -> None:
